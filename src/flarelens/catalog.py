@@ -160,7 +160,10 @@ def read_catalog(path: str | os.PathLike | None = None) -> pd.DataFrame:
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     if raw.empty:
         raise FlareLensError(f"{path}: the catalog holds no flares")
-    fmt = detect_format(raw.columns)
+    try:
+        fmt = detect_format(raw.columns)
+    except FlareLensError as exc:
+        raise FlareLensError(f"{path}: {exc}") from None
 
     def col(*names: str) -> pd.Series | None:
         for name in names:

@@ -24,7 +24,7 @@ def image_relpath(time, ext: str = ".jpg") -> str:
     t = pd.Timestamp(time)
     if t.tzinfo is not None:
         t = t.tz_convert("UTC")
-    if not ext.startswith("."):
+    if ext and not ext.startswith("."):
         ext = "." + ext
     return f"{t:%Y/%m/%d}/HMI.m{t:%Y.%m.%d_%H.%M.%S}{ext}"
 
