@@ -507,10 +507,10 @@ def recall_map(
                  f"({n} with position, {cell:g}° cells)")
     handles = [Line2D([], [], marker="*", color="red", linestyle="None", markersize=9, label="flares, none forecast"),
                Line2D([], [], color="red", linestyle="--", label=f"central/limb boundary ±{limb:g}°")]
-    ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.8)
     if n_unknown:
-        ax.text(0.99, 0.01, f"{n_unknown} instance(s) of unknown position not shown", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=8)
+        handles.append(Line2D([], [], linestyle="None", label=f"{n_unknown} instance(s) of unknown position not shown"))
+    # Outside the axes, so that it never hides a cell.
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png")
