@@ -1,0 +1,120 @@
+"""``flarelens explain``: attribution maps of a checkpoint's predictions, scored against the flares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flarelens.errors import FlareLensError
+
+
+def _csv_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
+def register(sub) -> None:
+    from flarelens.explain.attributions import IG_BASELINES, METHODS, OUTPUTS
+
+    p = sub.add_parser(
+        "explain",
+        help="attribution maps (Guided Grad-CAM, Deep SHAP, Integrated Gradients) scored against where the flares were",
+        description="For the selected rows of PRED.csv: each method's attribution map of the flare class (one .npz per "
+        "image under OUT/maps), overlays on the magnetogram with the flare marked (OUT/overlays), a comparison figure "
+        "(OUT/comparison.png), and scores: share of positive attribution within --radius degrees of the flare, pointing "
+        "game, ground-truth regions of simulated images, deletion curves — each against a random baseline "
+        "(OUT/scores.csv, OUT/summary.json). Resumable: images whose .npz exists are skipped.",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint of `flarelens train` (RUN_DIR/best.pt)")
+    p.add_argument("--predictions", required=True, metavar="PRED.csv", help="predictions of `flarelens predict`")
+    p.add_argument("--images", required=True, metavar="DIR", help="image root (YYYY/MM/DD/HMI.m...)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)} (default: all)")
+    sel = p.add_argument_group("selection")
+    sel.add_argument("--class", dest="classes", help="largest-flare classes, e.g. X or X,M (none = no flare)")
+    sel.add_argument("--outcome", help="prediction outcomes at --threshold, e.g. TP,FN")
+    sel.add_argument("--start", help="first image time, UTC")
+    sel.add_argument("--end", help="last image time, UTC (inclusive)")
+    sel.add_argument("--position", choices=["central", "limb"], help="flare longitude within +-70 deg (central) or beyond")
+    sel.add_argument("--limit", type=int, help="at most N instances (the first in time)")
+    sel.add_argument("--threshold", type=float, default=0.5, help="flare_prob threshold for the outcome (default: 0.5)")
+    m = p.add_argument_group("methods")
+    m.add_argument("--layer", help="Grad-CAM layer by module name (default: the backbone's last convolution)")
+    m.add_argument("--labels", metavar="L", help="labels.csv to draw the Deep SHAP background from: non-flaring rows "
+                   "outside the checkpoint's validation fold (default: non-flaring rows of PRED.csv, with a note)")
+    m.add_argument("--background", type=int, default=16, metavar="K", help="Deep SHAP background images (default: 16)")
+    m.add_argument("--ig-baseline", choices=IG_BASELINES, default="physical",
+                   help="physical: zero field on the disk, off-disk kept (default); gray: flat 0.5 as in the study")
+    m.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (default: 50)")
+    m.add_argument("--attribute", choices=OUTPUTS, default="logit",
+                   help="what is attributed: the flare logit (default, as the study) or the flare probability")
+    run = p.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=8, help="images per attribution call (default: 8)")
+    run.add_argument("--internal-batch-size", type=int, default=64,
+                     help="most samples per forward pass inside IG / Deep SHAP (default: 64)")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    run.add_argument("--radius", type=float, default=10.0, help="localisation radius around the flare, heliographic degrees (default: 10)")
+    run.add_argument("--regions", metavar="CSV", help="ground truth of `flarelens simulate` (default: DIR/regions.csv of --images if present)")
+    run.add_argument("--no-deletion", action="store_true", help="skip the deletion curves")
+    run.add_argument("--no-overlays", action="store_true", help="skip the per-image overlay PNGs")
+    run.add_argument("--comparison-rows", type=int, default=8, help="instances in comparison.png (default: 8; 0: none)")
+    run.add_argument("--seed", type=int, default=0, help="background draw and random deletion order (default: 0)")
+    run.add_argument("--overwrite", action="store_true", help="replace maps made with other settings in --out")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args) -> int:
+    import torch
+
+    from flarelens.checkpoint import load_model
+    from flarelens.explain.run import (
+        ExplainSettings, Selection, background_rows, explain_instances, format_summary, read_predictions,
+        read_regions, select_instances,
+    )
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    methods = tuple(_csv_list(args.methods) or ())
+    if args.batch_size < 1 or args.internal_batch_size < 1:
+        raise FlareLensError("--batch-size and --internal-batch-size must be >= 1")
+    model, config = load_model(args.checkpoint, device=device)
+    pred = read_predictions(args.predictions)
+    selection = Selection(
+        classes=_csv_list(args.classes), outcomes=_csv_list(args.outcome), start=args.start, end=args.end,
+        position=args.position, limit=args.limit, threshold=args.threshold,
+    )
+    frame = select_instances(pred, selection)
+    print(f"{len(frame)} of {len(pred)} predictions selected")
+
+    background = None
+    if "deepshap" in methods:
+        fold = config.get("fold")
+        if args.labels:
+            from flarelens.labels import read_labels
+
+            background = background_rows(read_labels(args.labels), fold)
+        else:
+            background = background_rows(pred, None, exclude=frame["timestamp"])
+            print("note: Deep SHAP background drawn from the non-flaring rows of the predictions "
+                  "(pass --labels for training images)")
+
+    regions_path = Path(args.regions) if args.regions else Path(args.images) / "regions.csv"
+    regions = read_regions(regions_path) if (args.regions or regions_path.is_file()) else None
+
+    settings = ExplainSettings(
+        methods=methods, layer=args.layer, background_k=args.background, ig_baseline=args.ig_baseline,
+        n_steps=args.steps, internal_batch_size=args.internal_batch_size, batch_size=args.batch_size,
+        output=args.attribute, radius_deg=args.radius, deletion=not args.no_deletion, overlays=not args.no_overlays,
+        comparison_rows=args.comparison_rows, seed=args.seed, device=device, threshold=args.threshold,
+    )
+    result = explain_instances(
+        model, frame, args.images, args.out, settings, image_size=int(config["image_size"]),
+        background=background, regions=regions, overwrite=args.overwrite,
+    )
+    print(f"{result.computed} explained, {result.skipped} already done")
+    if len(frame):
+        print(format_summary(result.summary))
+    print(f"wrote {result.files['scores']} and {result.files['summary']}")
+    return 0
