@@ -13,10 +13,9 @@ one random choice of those three. The dataset therefore holds an *expanded index
 shard it, and the random choices are a pure function of (seed, epoch, position): a rerun
 or a resumed run sees exactly the same images. Validation sets use ``augment="none"``.
 
-Decoding dominates the data cost on a CPU, so JPEG and PNG files are decoded with
-torchvision's libjpeg-turbo / libpng bindings straight from the file bytes, and small
-datasets can be held in memory as one uint8 tensor (``cache=True``): each image is
-decoded and resized once, not once per epoch.
+Decoding and resizing dominate the data cost, so small datasets are held in memory as
+one uint8 tensor (``cache=True``, automatic up to 2 GiB): each image is decoded and
+resized once, not once per epoch, and augmentations work on uint8 pixels.
 """
 
 from __future__ import annotations
@@ -44,38 +43,21 @@ CLASS_WEIGHT_SCHEMES = ("study", "balanced", "none")
 #: Caching is automatic below this many bytes of decoded images (``cache="auto"``).
 AUTO_CACHE_BYTES = 2 * 1024**3
 
-_FAST_DECODE = {".jpg", ".jpeg", ".png"}
-
-
 def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """The 8-bit magnetogram of an image file as a (1, H, W) uint8 tensor.
-
-    JPEG and PNG are decoded by torchvision from the file bytes (the same pixels as
-    :func:`flarelens.images.load`, faster); any other format goes through
-    :func:`flarelens.images.load`.
-    """
-    path = Path(path)
-    if path.suffix.lower() in _FAST_DECODE:
-        from torchvision.io import ImageReadMode, decode_image, read_file
-
-        try:
-            return decode_image(read_file(str(path)), mode=ImageReadMode.GRAY)
-        except RuntimeError:
-            pass  # an unusual variant (e.g. 16-bit PNG): let the general loader have a go
+    """The 8-bit magnetogram of an image file (any format :func:`flarelens.images.load`
+    reads: JPEG, PNG, JPEG 2000, FITS) as a (1, H, W) uint8 tensor."""
     from flarelens import images
 
+    path = Path(path)
     try:
         array = images.load(path)
     except FileNotFoundError:
         raise FlareLensError(f"{path}: image file not found (check --images and the file column of the labels)") from None
-    except FlareLensError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is bad input here
-        raise FlareLensError(f"{path}: cannot read image ({exc})") from None
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim != 2:
         raise FlareLensError(f"{path}: expected an 8-bit grayscale image, got {array.dtype} {array.shape}")
-    return torch.from_numpy(array)[None]
+    # np.array copies: the loader may hand back a read-only view of a decoder buffer.
+    return torch.from_numpy(np.array(array, copy=True))[None]
 
 
 def resize_image(image: torch.Tensor, size: int | None) -> torch.Tensor:

@@ -18,8 +18,9 @@ for all. Adding a backbone is one registry entry: a function decorated with
 * ``resnet18`` — torchvision ResNet-18 (batch norm), global pool, linear 512-2: a
   mid-sized backbone for CPU experiments.
 * ``simplecnn`` — four 3x3 conv blocks (16-32-64-128 channels, no normalisation, no
-  dropout), global average pool, linear 128-2: seconds per epoch on a CPU at 64-128 px,
-  for demos and tests.
+  dropout), global max pool, linear 128-2: seconds per epoch on a CPU at 64-128 px, for
+  demos and tests. The max pool answers "is there a strong region anywhere on the disk",
+  which it learns in a few epochs where an average over the disk dilutes it.
 
 Linear layers of the classifier (and the 1->3 stem convolution) are initialised with
 ``init`` (kaiming-normal by default, as in the study); backbone convolutions keep
@@ -144,7 +145,7 @@ def resnet18() -> FlareNet:
 
 @register("simplecnn", imagenet_weights=None, min_size=16)
 def simplecnn() -> FlareNet:
-    """Four 3x3 conv blocks (16-32-64-128), global average pool, 128-2: fast on a CPU."""
+    """Four 3x3 conv blocks (16-32-64-128), global max pool, 128-2: fast on a CPU."""
     layers: list[nn.Module] = []
     channels = [1, 16, 32, 64, 128]
     for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
@@ -156,7 +157,7 @@ def simplecnn() -> FlareNet:
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
-    return FlareNet(nn.Identity(), features, nn.AdaptiveAvgPool2d(1), nn.Sequential(nn.Linear(128, 2)))
+    return FlareNet(nn.Identity(), features, nn.AdaptiveMaxPool2d(1), nn.Sequential(nn.Linear(128, 2)))
 
 
 def init_layers(module: nn.Module, init: str = DEFAULT_INIT) -> None:

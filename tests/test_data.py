@@ -1,0 +1,156 @@
+"""flarelens.data: decoding, scaling, resizing, the study's augmentation scheme, class weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+from flarelens import images
+from flarelens.data import (
+    HFLIP, ORIGINAL, RANDOM_CHOICE, ROTATE, VFLIP, MagnetogramDataset, class_weights, expanded_index, read_image,
+)
+from flarelens.errors import FlareLensError
+
+
+def test_read_image_is_images_load_as_a_tensor(toy_dataset, tmp_path):
+    root, labels, _ = toy_dataset
+    png = root / labels["file"][0]
+    decoded = read_image(png)
+    assert decoded.dtype == torch.uint8 and decoded.shape == (1, 64, 64)
+    assert np.array_equal(decoded[0].numpy(), images.load(png))
+    jpg = tmp_path / "a.jpg"
+    Image.open(png).save(jpg, quality=90)
+    assert np.array_equal(read_image(jpg)[0].numpy(), images.load(jpg))
+
+
+def test_read_image_rejects_16_bit_png_like_images_load(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(path)
+    with pytest.raises(FlareLensError, match="deep.png"):
+        read_image(path)
+
+
+def test_items_are_scaled_to_unit_range_with_targets(toy_dataset):
+    root, labels, _ = toy_dataset
+    ds = MagnetogramDataset(labels, root, image_size=64, augment="none", cache=False)
+    assert len(ds) == len(labels)
+    for i in (0, 1, 5):
+        image, target = ds[i]
+        assert image.dtype == torch.float32 and image.shape == (1, 64, 64)
+        expected = torch.from_numpy(images.load(root / labels["file"][i]).copy()).float() / 255
+        assert torch.equal(image[0], expected)
+        assert target == labels["target"][i]
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+
+
+def test_resizes_when_the_file_size_differs(toy_dataset):
+    root, labels, _ = toy_dataset
+    small = MagnetogramDataset(labels, root, image_size=32, augment="none", cache=False)
+    image, _ = small[0]
+    assert image.shape == (1, 32, 32)
+    # Antialiased bilinear: the same pixels as PIL's reducing resize (no aliasing).
+    pil = Image.open(root / labels["file"][0]).resize((32, 32), Image.BILINEAR)
+    assert torch.equal(image[0], torch.from_numpy(np.asarray(pil).copy()).float() / 255)
+
+
+def test_expanded_index_follows_the_study_scheme():
+    targets = np.array([1, 0, 0, 1, 0])
+    index = expanded_index(targets, "study")
+    assert len(index) == 4 * 2 + 2 * 3
+    for row in (0, 3):
+        assert sorted(index[index[:, 0] == row, 1]) == [ORIGINAL, HFLIP, VFLIP, ROTATE]
+    for row in (1, 2, 4):
+        assert sorted(index[index[:, 0] == row, 1]) == [ORIGINAL, RANDOM_CHOICE]
+    plain = expanded_index(targets, "none")
+    assert plain[:, 0].tolist() == [0, 1, 2, 3, 4] and set(plain[:, 1]) == {ORIGINAL}
+    with pytest.raises(FlareLensError):
+        expanded_index(targets, "heavy")
+
+
+def test_augmented_items_are_the_flips_and_small_rotations_of_the_original(toy_dataset):
+    root, labels, _ = toy_dataset
+    ds = MagnetogramDataset(labels, root, image_size=64, augment="study", seed=3, cache=True)
+    n_fl, n_nf = int(labels["target"].sum()), int((labels["target"] == 0).sum())
+    assert len(ds) == 4 * n_fl + 2 * n_nf
+    seen = set()
+    for i in range(len(ds)):
+        row, code, angle = ds.augmentation(i)
+        image, target = ds[i]
+        assert target == labels["target"][row]
+        original = ds.load_row(row).float() / 255
+        if code == ORIGINAL:
+            expected = original
+        elif code == HFLIP:
+            expected = original.flip(-1)
+        elif code == VFLIP:
+            expected = original.flip(-2)
+        else:
+            assert code == ROTATE and 0 < abs(angle) <= 5
+            expected = F.rotate(ds.load_row(row), angle, interpolation=F.InterpolationMode.BILINEAR).float() / 255
+            assert not torch.equal(image, original)
+        assert torch.equal(image, expected)
+        if ds.index[i][1] == RANDOM_CHOICE:
+            seen.add(code)
+            assert code in (HFLIP, VFLIP, ROTATE)
+    assert seen == {HFLIP, VFLIP, ROTATE}  # the random choice uses all three over 32 NF draws
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_position(toy_dataset):
+    root, labels, _ = toy_dataset
+    a = MagnetogramDataset(labels, root, image_size=64, augment="study", seed=7, cache=False)
+    b = MagnetogramDataset(labels, root, image_size=64, augment="study", seed=7, cache=True)
+    order = list(range(len(a)))
+    first = [a.augmentation(i) for i in order]
+    # Another process drawing the items in another order sees the same augmentations.
+    assert [b.augmentation(i) for i in reversed(order)][::-1] == first
+    for i in (0, 10, len(a) - 1):
+        assert torch.equal(a[i][0], b[i][0])
+    a.set_epoch(1)
+    second = [a.augmentation(i) for i in order]
+    assert second != first
+    assert [a.augmentation(i)[0] for i in order] == [r for r, _, _ in first]  # same rows each epoch
+    other_seed = MagnetogramDataset(labels, root, image_size=64, augment="study", seed=8, cache=False)
+    assert [other_seed.augmentation(i) for i in order] != first
+
+
+def test_class_weights():
+    targets = np.array([1] * 8 + [0] * 24)
+    assert class_weights(targets, "study").tolist() == [1.0, pytest.approx(2 * 24 / (4 * 8))]
+    w = class_weights(targets, "balanced", augment="study")  # 32 FL and 48 NF instances shown
+    assert w.tolist() == [pytest.approx(80 / 96), pytest.approx(80 / 64)]
+    w = class_weights(targets, "balanced", augment="none")
+    assert w.tolist() == [pytest.approx(32 / 48), pytest.approx(32 / 16)]
+    assert class_weights(targets, "none").tolist() == [1.0, 1.0]
+    with pytest.raises(FlareLensError, match="flaring"):
+        class_weights(np.zeros(5), "study")
+
+
+def test_missing_image_names_the_file_and_row(toy_dataset):
+    root, labels, _ = toy_dataset
+    (root / labels["file"][2]).unlink()
+    ds = MagnetogramDataset(labels, root, image_size=64, augment="none", cache=False)
+    with pytest.raises(FlareLensError, match=r"HMI\.m.*row 4"):
+        ds[2]
+    with pytest.raises(FlareLensError, match="not found"):
+        MagnetogramDataset(labels, root, image_size=64, augment="none", cache=True)
+
+
+def test_mixed_sizes_need_image_size(toy_dataset):
+    root, labels, _ = toy_dataset
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / labels["file"][1])
+    with pytest.raises(FlareLensError, match="--image-size"):
+        MagnetogramDataset(labels, root, image_size=None, augment="none", cache=True)
+    ds = MagnetogramDataset(labels, root, image_size=64, augment="none", cache=True)
+    assert ds[1][0].shape == (1, 64, 64)
+
+
+def test_uint8_items_for_the_device(toy_dataset):
+    root, labels, _ = toy_dataset
+    ds = MagnetogramDataset(pd.DataFrame(labels), root, image_size=64, augment="none", as_uint8=True)
+    image, _ = ds[0]
+    assert image.dtype == torch.uint8
+    assert torch.equal(image.float() / 255, MagnetogramDataset(labels, root, 64)[0][0])
