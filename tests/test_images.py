@@ -92,6 +92,7 @@ def test_fits_quarter_turn_matches_sunpy_rotate(tmp_path):
         assert tuple(np.argwhere(ours == value)[0]) == tuple(np.argwhere(theirs == value)[0])
 
 
+@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")  # the file's BLANK key, read raw here
 def test_sunpy_resampled_hmi_fits_has_zero_off_disk(tmp_path):
     from sunpy.data.test import get_test_filepath
 
