@@ -1,0 +1,112 @@
+"""flarelens predict: the predictions contract for labelled sets, and probabilities of image files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from flarelens import images
+from flarelens.checkpoint import load_model
+from flarelens.cli import main
+from flarelens.predict import PREDICTION_COLUMNS, predict_files, predict_labels
+from flarelens.train import train
+from conftest import write_toy_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(image root, labels, labels.csv, checkpoint) of a small model trained on the toy set."""
+    tmp = tmp_path_factory.mktemp("predict")
+    root = tmp / "images"
+    labels = write_toy_dataset(root)
+    labels_path = tmp / "labels.csv"
+    labels.to_csv(labels_path, index=False)
+    train(labels=str(labels_path), images=str(root), fold=2, model="simplecnn", image_size=48, epochs=3,
+          batch_size=8, optimizer="adam", lr=1e-3, out=str(tmp / "run"), progress=False)
+    return root, labels, labels_path, tmp / "run" / "best.pt"
+
+
+def _reference_prob(checkpoint, path) -> float:
+    """The model's flare probability computed step by step, independently of flarelens.data."""
+    model, config = load_model(checkpoint)
+    size = config["image_size"]
+    pixels = Image.fromarray(images.load(path)).resize((size, size), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(pixels).astype(np.float32) / 255)[None, None]
+    with torch.no_grad():
+        return float(torch.softmax(model(x), dim=1)[0, 1])
+
+
+def test_predict_labels_writes_the_contract_for_a_fold(trained):
+    root, labels, labels_path, checkpoint = trained
+    pred = predict_labels(checkpoint, labels_path, root, fold=2, progress=False)
+    fold2 = labels[labels["fold"] == 2].reset_index(drop=True)
+    assert list(pred.columns[: len(PREDICTION_COLUMNS)]) == PREDICTION_COLUMNS
+    assert {"peak_flux", "fl_start", "other_flares"} <= set(pred.columns)  # other label columns carried through
+    assert pred["timestamp"].tolist() == fold2["timestamp"].tolist()
+    assert pred["target"].tolist() == fold2["target"].tolist()
+    assert (pred["fold"] == 2).all()
+    assert pred["flare_prob"].between(0, 1).all()
+    for i in (0, len(pred) - 1):
+        assert pred["flare_prob"][i] == pytest.approx(_reference_prob(checkpoint, root / pred["file"][i]), abs=1e-5)
+    everything = predict_labels(checkpoint, labels_path, root, progress=False)
+    assert len(everything) == len(labels)
+
+
+def test_predict_cli_writes_predictions_csv_atomically(trained, tmp_path, capsys):
+    root, labels, labels_path, checkpoint = trained
+    out = tmp_path / "pred" / "predictions.csv"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--labels", str(labels_path), "--images", str(root),
+                 "--fold", "2", "--out", str(out), "--batch-size", "5"]) == 0
+    assert "predictions" in capsys.readouterr().out
+    written = pd.read_csv(out)
+    assert len(written) == int((labels["fold"] == 2).sum())
+    assert list(written.columns[:8]) == PREDICTION_COLUMNS
+    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv"]  # no temporary files left
+
+
+def test_predict_files_of_any_size_and_format(trained, tmp_path, capsys):
+    root, labels, _, checkpoint = trained
+    source = root / labels["file"][0]
+    png = tmp_path / "HMI.m2011.01.01_00.00.00.png"
+    big = Image.open(source).resize((96, 96), Image.BILINEAR)
+    big.save(png)
+    jpg = tmp_path / "frame.jpg"
+    Image.open(source).save(jpg, quality=95)
+    frame = predict_files(checkpoint, [png, jpg], progress=False)
+    assert frame["file"].tolist() == [str(png), str(jpg)]
+    assert frame["flare_prob"][0] == pytest.approx(_reference_prob(checkpoint, png), abs=1e-5)
+    assert frame["flare_prob"][1] == pytest.approx(_reference_prob(checkpoint, jpg), abs=1e-5)
+
+    assert main(["predict", "--checkpoint", str(checkpoint), str(png), str(jpg)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert float(lines[0].split()[0]) == pytest.approx(frame["flare_prob"][0], abs=1e-4) and lines[0].endswith(str(png))
+
+
+def test_predict_files_reads_fits(trained, tmp_path):
+    from astropy.io import fits
+
+    _, _, _, checkpoint = trained
+    yy, xx = np.mgrid[0:48, 0:48]
+    gauss = np.where((xx - 23.5) ** 2 + (yy - 23.5) ** 2 < 20**2, 30.0 * np.sin(xx / 3.0), np.nan).astype(np.float32)
+    path = tmp_path / "hmi.fits"
+    fits.PrimaryHDU(gauss).writeto(path)
+    frame = predict_files(checkpoint, [path], progress=False)
+    assert frame["flare_prob"][0] == pytest.approx(_reference_prob(checkpoint, path), abs=1e-5)
+
+
+def test_predict_errors(trained, tmp_path, capsys):
+    root, _, labels_path, checkpoint = trained
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.pt"), str(labels_path)]) == 1
+    assert "no such" in capsys.readouterr().err
+    not_ckpt = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, not_ckpt)
+    assert main(["predict", "--checkpoint", str(not_ckpt), "--labels", str(labels_path), "--images", str(root)]) == 1
+    assert "not a flarelens checkpoint" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "missing.png")]) == 1
+    assert "missing.png" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(checkpoint), "--labels", str(labels_path)]) == 1
+    assert "--images" in capsys.readouterr().err
