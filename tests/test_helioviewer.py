@@ -156,7 +156,7 @@ def test_concurrency_is_bounded_by_workers(monkeypatch, tmp_path):
     with FakeHelioviewer(OBSERVED, latency=0.15) as srv:
         monkeypatch.setenv("HELIOVIEWER_API_URL", srv.url)
         download(START, END, tmp_path, workers=3, **FAST)
-        assert srv.max_in_flight == 3
+        assert 2 <= srv.max_in_flight <= 3  # parallel, and never more than --workers
 
 
 def test_rate_limiter_spaces_requests():
@@ -213,6 +213,12 @@ def test_cli_bad_input_is_one_line_error(server, tmp_path, capsys, args, message
     assert server.log == []
 
 
+def test_malformed_api_url_is_one_line_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HELIOVIEWER_API_URL", "api.helioviewer.org/v2/")
+    assert main(["download", "--start", START, "--end", END, "--out", str(tmp_path), "--no-progress"]) == 1
+    assert "HELIOVIEWER_API_URL" in capsys.readouterr().err
+
+
 def test_foreign_csv_as_manifest_is_refused(server, tmp_path):
     (tmp_path / "manifest.csv").write_text("a,b\n1,2\n")
     with pytest.raises(FlareLensError, match="not a download manifest"):
@@ -249,3 +255,13 @@ def _with_suffix(path, suffix):
     target = path.with_suffix(suffix)
     path.rename(target)
     return target
+
+
+def test_files_already_in_place_are_skipped_with_time_from_their_header(server, tmp_path):
+    target = tmp_path / images.image_relpath(REQUESTED[0], ".jp2")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(sunpy_jp2_bytes())  # e.g. copied from another archive, no manifest row
+    summary = download(START, START, tmp_path, **FAST)
+    assert summary.skipped == 1 and server.log == []
+    row = read_manifest(tmp_path / "manifest.csv").iloc[0]
+    assert (row["status"], row["observed"], row["bytes"]) == ("skipped", "2023-01-31T03:39:23Z", len(sunpy_jp2_bytes()))

@@ -167,8 +167,11 @@ def _endpoint(params, base: str) -> str:
 
 
 def _naive_utc(stamp: pd.Timestamp):
-    """A naive datetime in UTC: hvpy appends the "Z" itself."""
-    return stamp.tz_convert("UTC").tz_localize(None).to_pydatetime()
+    """A naive datetime in UTC, whole seconds: hvpy appends the "Z" itself, and the API
+    takes ``YYYY-MM-DDTHH:MM:SSZ`` (no fraction)."""
+    stamp = pd.Timestamp(stamp)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.floor("s").tz_localize(None).to_pydatetime()
 
 
 def is_complete_jp2(path: str | os.PathLike) -> bool:
@@ -217,9 +220,17 @@ class HelioviewerClient:
     def __init__(self, url: str | None = None, policy: RetryPolicy | None = None,
                  rate: float | None = 5.0):
         self.base = api_url(url)
+        if not self.base.startswith(("http://", "https://")):
+            raise FlareLensError(f"Helioviewer API URL {self.base!r} must start with http:// or https:// "
+                                 "(check HELIOVIEWER_API_URL)")
         self.policy = policy or RetryPolicy()
         self.limiter = RateLimiter(rate)
         self._local = threading.local()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Make waiting retries give up at once (after Ctrl-C), so workers finish quickly."""
+        self._stop.set()
 
     def _session(self):
         import requests
@@ -247,9 +258,12 @@ class HelioviewerClient:
                 error, retry_after = exc, None
             except requests.exceptions.ChunkedEncodingError as exc:
                 error, retry_after = exc, None
+            except requests.RequestException as exc:  # a malformed URL, too many redirects, ...
+                raise _Permanent(f"{what}: {_short(exc)}") from None
             if attempt >= self.policy.retries:
                 raise _Permanent(f"{what}: gave up after {attempt + 1} attempts: {_short(error)}")
-            time.sleep(self.policy.delay(attempt, retry_after))
+            if self._stop.wait(self.policy.delay(attempt, retry_after)):
+                raise _Permanent(f"{what}: interrupted")
             attempt += 1
 
     def _get(self, url: str, params: dict, stream: bool = False):
@@ -359,8 +373,8 @@ def _process_time(client: HelioviewerClient, requested: pd.Timestamp, out: Path,
     rel = image_relpath(requested, ".jp2")
     dest = out / rel
     if is_complete_jp2(dest):
-        observed = previous.get("observed") if previous else None
-        return _row(requested, observed or None, rel, "skipped", dest.stat().st_size)
+        observed = (previous or {}).get("observed") or _observed_from_header(dest)
+        return _row(requested, observed, rel, "skipped", dest.stat().st_size)
     try:
         answer = client.closest_image(requested, source_id)
         if not isinstance(answer, dict):
@@ -382,6 +396,16 @@ def _process_time(client: HelioviewerClient, requested: pd.Timestamp, out: Path,
         return _row(requested, status="failed", message=str(exc))
     except OSError as exc:  # the local disk (full, permissions): the server is not to blame
         return _row(requested, status="failed", message=f"cannot write {dest}: {exc}")
+
+
+def _observed_from_header(path: Path):
+    """DATE-OBS of a JP2 put there by something other than this manifest (None if unreadable)."""
+    from flarelens.images import read_header
+
+    try:
+        return pd.Timestamp(read_header(path)["DATE-OBS"]).tz_localize("UTC")
+    except Exception:  # noqa: BLE001 - the time is a nicety for the manifest, never worth failing over
+        return None
 
 
 def _minutes(delta: pd.Timedelta) -> str:
@@ -413,10 +437,13 @@ def download(start, end, out, cadence="1h", tolerance="12min", workers: int = 4,
         raise FlareLensError(f"--rate must be positive (requests per second), got {rate}")
     if retries < 0:
         raise FlareLensError(f"--retries must be 0 or more, got {retries}")
+    if timeout <= 0:
+        raise FlareLensError(f"--timeout must be positive (seconds), got {timeout}")
     _check_source(source_id)
     out = Path(out)
     manifest = Path(manifest) if manifest else out / "manifest.csv"
     out.mkdir(parents=True, exist_ok=True)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
     previous = {}
     if manifest.exists():
         previous = {row["requested"]: row for row in read_manifest(manifest).to_dict("records")}
@@ -466,13 +493,14 @@ def download(start, end, out, cadence="1h", tolerance="12min", workers: int = 4,
                             summary.failures.append((row["requested"], row["message"]))
                     else:
                         consecutive_failures = 0
-                    bar.update(1)
                     bar.set_postfix({k: counts[k] for k in STATUSES if counts[k]}, refresh=False)
+                    bar.update(1)
                     if consecutive_failures >= max_consecutive_failures and not summary.aborted:
                         summary.aborted = f"{consecutive_failures} times in a row failed (last: {row['message']})"
                     if not summary.aborted:
                         submit_next()
         except BaseException:
+            client.stop()
             for future in in_flight:
                 future.cancel()
             raise
