@@ -47,7 +47,7 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, default=_D.threshold, help="probability threshold for TSS/HSS (default: 0.5)")
     p.add_argument("--seed", type=int, default=_D.seed, help="seed of weights, shuffling and augmentation (default: 0)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt (same settings; --epochs may grow)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt (same settings; --epochs may grow); starts afresh when there is none")
     p.add_argument("--device", default=_D.device, help="auto (a GPU if there is one), cpu, cuda, cuda:1, ... (default: auto)")
     p.add_argument("--amp", default=_D.amp, choices=AMP_MODES,
                    help="mixed precision: auto = bf16 on GPUs that support it, else fp16; bf16 on CPUs with native bf16; else off")
