@@ -141,10 +141,11 @@ def audit_model(model: nn.Module, example: torch.Tensor) -> ModelAudit:
         depth[0] -= 1
 
     for module in model.modules():
-        if isinstance(module, _DEEPLIFT_MODULES):
+        if isinstance(module, _DEEPLIFT_MODULES + _UNSUPPORTED_MODULES):
+            # Functions called inside these modules are the modules' own work, not functional calls.
             handles.append(module.register_forward_pre_hook(pre))
             handles.append(module.register_forward_hook(post))
-        elif isinstance(module, _UNSUPPORTED_MODULES):
+        if isinstance(module, _UNSUPPORTED_MODULES):
             audit.unsupported_modules.append(f"{names.get(module, '?')} ({type(module).__name__})")
     found: list[str] = []
     try:
@@ -153,7 +154,8 @@ def audit_model(model: nn.Module, example: torch.Tensor) -> ModelAudit:
     finally:
         for h in handles:
             h.remove()
-    audit.reused_modules = [f"{names.get(m, '?')} ({type(m).__name__}, {n} calls)" for m, n in calls.items() if n > 1]
+    audit.reused_modules = [f"{names.get(m, '?')} ({type(m).__name__}, {n} calls)" for m, n in calls.items()
+                            if n > 1 and isinstance(m, _DEEPLIFT_MODULES)]
     audit.functional = sorted(set(found))
     return audit
 
@@ -169,6 +171,73 @@ def _fresh_activations(module: nn.Module) -> None:
             _fresh_activations(child)
 
 
+def _fix_adaptive_max_pools(model: nn.Module, example: torch.Tensor) -> bool:
+    """Replace ``nn.AdaptiveMaxPool2d`` by the equal ``nn.MaxPool2d`` for ``example``'s size.
+
+    DeepLift has a rule for max pooling but not for its adaptive form; when the input
+    size divides evenly (a global max pool always does) the two compute the same thing
+    for that input size. Returns whether anything was replaced.
+    """
+    shapes: dict[nn.Module, set] = {}
+    handles = [
+        m.register_forward_pre_hook(lambda mod, inp: shapes.setdefault(mod, set()).add(tuple(inp[0].shape[-2:])))
+        for m in model.modules() if isinstance(m, nn.AdaptiveMaxPool2d)
+    ]
+    if not handles:
+        return False
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    replaced = False
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.AdaptiveMaxPool2d) or len(shapes.get(child, ())) != 1 or child.return_indices:
+                continue
+            (h, w), = shapes[child]
+            size = child.output_size if isinstance(child.output_size, tuple) else (child.output_size,) * 2
+            oh, ow = (h if size[0] is None else size[0]), (w if size[1] is None else size[1])
+            if h % oh or w % ow:
+                continue
+            setattr(parent, name, nn.MaxPool2d((h // oh, w // ow)))
+            replaced = True
+    return replaced
+
+
+class _Copy(nn.Module):
+    """A copy of its input: a tensor of its own between two hooked non-linearities."""
+
+    def forward(self, x):
+        return x.clone()
+
+
+def _separate_hooked_modules(model: nn.Module) -> None:
+    """Put a copy in front of every module DeepLift hooks (ReLU, max pool, ...).
+
+    captum hooks a module's output tensor to read the gradient arriving there, and the
+    next module's input tensor to replace that gradient with its DeepLift multipliers.
+    When a ReLU feeds a max pool directly (VGG, AlexNet, ResNet's stem) both hooks sit on
+    the same tensor and the ReLU's runs first, so it reads the plain gradient instead of
+    the pool's multipliers and the summation-to-delta property is lost. With a copy in
+    between, each module's hooks have a tensor of their own. The copy changes no value.
+    """
+    for parent in list(model.modules()):
+        if isinstance(parent, _Guarded):
+            continue
+        for name, child in list(parent.named_children()):
+            if type(child) in _DEEPLIFT_MODULES:
+                setattr(parent, name, _Guarded(child))
+
+
+class _Guarded(nn.Sequential):
+    """``_Copy`` then the wrapped non-linearity (a container, which captum does not hook)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__(_Copy(), module)
+
+
 def _fx_rewrite(model: nn.Module) -> nn.Module:
     """Rewrite functional non-linearities into modules and give each module call its own copy.
 
@@ -176,9 +245,15 @@ def _fx_rewrite(model: nn.Module) -> nn.Module:
     """
     try:
         gm = torch.fx.symbolic_trace(model)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure means "cannot rewrite"
-        warnings.warn(f"torch.fx cannot trace the model ({exc}); DeepLift attributions may not be exact")
-        return model
+    except Exception:  # noqa: BLE001 - data-dependent control flow somewhere in the model
+        # Modules without children (a gray-to-RGB step branching on the channel count, say)
+        # are kept whole; what fx then cannot see are their own internals.
+        try:
+            tracer = _LeafTracer()
+            gm = torch.fx.GraphModule(model, tracer.trace(model))
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"torch.fx cannot trace the model ({exc}); DeepLift attributions may not be exact")
+            return model
     graph = gm.graph
     seen: set[str] = set()
     counter = 0
@@ -223,6 +298,13 @@ def _fx_rewrite(model: nn.Module) -> nn.Module:
     return gm
 
 
+class _LeafTracer(torch.fx.Tracer):
+    """An fx tracer that keeps every module without children whole."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return super().is_leaf_module(m, qualname) or not any(True for _ in m.children())
+
+
 def _maxpool_from_call(node) -> nn.Module | None:
     names = ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
     values = dict(zip(names, node.args))
@@ -243,16 +325,19 @@ def prepare_model(model: nn.Module, example: torch.Tensor | None = None, output:
 
     Deep-copies the model (the caller's stays as it is), puts it in eval mode, turns off
     parameter gradients, replaces each registered ``nn.ReLU`` by a fresh out-of-place one
-    and clears other ``inplace`` flags. When ``example`` (a (1, 1, H, W) input) is given,
+    and clears other ``inplace`` flags, and gives every hooked non-linearity an input
+    tensor of its own (see :func:`_separate_hooked_modules`). When ``example`` (a (1, 1, H, W) input) is given,
     one forward pass is audited; functional non-linearities or modules called twice are
-    then rewritten with ``torch.fx``, and what still cannot be handled is warned about.
-    The returned module wraps the model in :class:`FlareOutput` (``output``).
+    then rewritten with ``torch.fx``, adaptive max pools become plain max pools for that
+    input size (the copy then serves inputs of that size only), and what still cannot be
+    handled is warned about. The returned module wraps the model in :class:`FlareOutput` (``output``).
     """
     prepared = copy.deepcopy(model).eval()
     for p in prepared.parameters():
         p.requires_grad_(False)
     _fresh_activations(prepared)
     if example is not None:
+        _fix_adaptive_max_pools(prepared, example)
         audit = audit_model(prepared, example)
         if audit.functional or audit.reused_modules:
             prepared = _fx_rewrite(prepared)
@@ -263,6 +348,7 @@ def prepare_model(model: nn.Module, example: torch.Tensor | None = None, output:
                 "DeepLift/Guided Backprop cannot apply their rules to: " + ", ".join(problems)
                 + "; those act as plain gradients (see the convergence delta)"
             )
+    _separate_hooked_modules(prepared)
     return FlareOutput(prepared, output).eval()
 
 
@@ -291,6 +377,54 @@ def module_name(model: nn.Module, layer: nn.Module) -> str:
         if module is layer:
             return name
     raise FlareLensError(f"layer {type(layer).__name__} is not part of the model")
+
+
+# --------------------------------------------------------------------------- Deep SHAP
+
+
+def _maxpool2d_multipliers(module: nn.MaxPool2d, inputs, outputs, grad_input, grad_output, eps: float):
+    """DeepLift multipliers of a 2-D max pool, for overlapping windows too.
+
+    ``inputs``/``outputs`` hold the inputs then the references (captum's layout). Each
+    window's output difference is split, as in captum, between the argmax of the input
+    and the argmax of the reference; contributions of windows sharing an argmax pixel are
+    summed (captum's ``max_unpool2d`` keeps only one of them, which loses part of the
+    difference in AlexNet's 3x3 stride-2 pools). Where the input difference vanishes the
+    plain gradient of each instance is kept.
+    """
+    with torch.no_grad():
+        x, ref = inputs.chunk(2)
+        out, out_ref = outputs.chunk(2)
+        delta_in = torch.cat(2 * [x - ref])
+        top = torch.max(out, out_ref)
+        delta_out = torch.cat([top - out_ref, out - top])
+        _, index = F.max_pool2d(inputs, module.kernel_size, module.stride, module.padding, module.dilation,
+                                module.ceil_mode, return_indices=True)
+        n, c, h, w = inputs.shape
+        contrib = torch.zeros(n, c, h * w, dtype=grad_output.dtype, device=grad_output.device)
+        contrib.scatter_add_(2, index.flatten(2), (grad_output * delta_out).flatten(2))
+        first, second = contrib.chunk(2)
+        contrib = torch.cat(2 * [first + second]).view(n, c, h, w)
+        small = delta_in.abs() < eps
+        safe = torch.where(small, torch.ones_like(delta_in), delta_in)
+    return torch.where(small, grad_input, contrib / safe)
+
+
+def _deep_lift_shap(model: nn.Module):
+    """captum's DeepLiftShap on ``model`` with :func:`_maxpool2d_multipliers` for ``nn.MaxPool2d``."""
+    from captum.attr import DeepLiftShap
+
+    class _DeepLiftShap(DeepLiftShap):
+        def _backward_hook(self, module, grad_input, grad_output):
+            if type(module) is nn.MaxPool2d and self.satisfies_attribute_criteria(module):
+                multipliers = _maxpool2d_multipliers(module, module.input, module.output, grad_input,
+                                                     grad_output, self.eps)
+                del module.input
+                del module.output
+                return multipliers
+            return super()._backward_hook(module, grad_input, grad_output)
+
+    return _DeepLiftShap(model)
 
 
 # --------------------------------------------------------------------------- baselines and masks
@@ -375,23 +509,19 @@ class Attributor:
         device: str | torch.device = "cpu",
         example: torch.Tensor | None = None,
     ):
-        from captum.attr import DeepLiftShap, GuidedGradCam, IntegratedGradients
-
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise FlareLensError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
         if ig_baseline not in IG_BASELINES:
             raise FlareLensError(f"unknown IG baseline {ig_baseline!r}: choose one of {', '.join(IG_BASELINES)}")
+        if output not in OUTPUTS:
+            raise FlareLensError(f"unknown attribution output {output!r}: choose one of {', '.join(OUTPUTS)}")
         if n_steps < 2 or internal_batch_size < 1:
             raise FlareLensError("n_steps must be >= 2 and internal_batch_size >= 1")
         self.methods = tuple(methods)
         self.device = torch.device(device)
         self.layer_name = layer or last_conv_name(model)
         find_layer(model, self.layer_name)  # fail early with the list of layers
-        if example is None:
-            param = next(model.parameters(), None)
-            example = torch.full((1, 1, 32, 32), NEUTRAL, dtype=param.dtype if param is not None else torch.float32)
-        self.model = prepare_model(model, example, output).to(self.device)
         self.ig_baseline = ig_baseline
         self.n_steps = int(n_steps)
         self.internal_batch_size = int(internal_batch_size)
@@ -403,21 +533,39 @@ class Attributor:
             self.background = background.to(self.device, torch.float32)
         else:
             self.background = None
-        # The layer is looked up in the prepared copy; fx rewriting keeps module names.
-        layer_module = _layer_in_prepared(self.model.model, self.layer_name)
-        self._ggc = GuidedGradCam(self.model, layer_module)
-        self._dls = DeepLiftShap(self.model)
-        self._ig = IntegratedGradients(self.model)
+        self._source = model
+        # Prepared copies per input size: adaptive pools may be fixed for one size.
+        self._prepared: dict[tuple[int, int], tuple] = {}
+        if example is not None:
+            self._for_size(tuple(example.shape[-2:]))
+
+    def _for_size(self, hw: tuple[int, int]):
+        """(prepared model, GuidedGradCam, DeepLiftShap, IntegratedGradients) for H x W inputs."""
+        if hw not in self._prepared:
+            from captum.attr import GuidedGradCam, IntegratedGradients
+
+            param = next(self._source.parameters(), None)
+            example = torch.full((1, 1, *hw), NEUTRAL, dtype=param.dtype if param is not None else torch.float32,
+                                 device=param.device if param is not None else "cpu")
+            prepared = prepare_model(self._source, example, self.output).to(self.device)
+            # The layer is looked up in the prepared copy; fx rewriting keeps module names.
+            layer_module = _layer_in_prepared(prepared.model, self.layer_name)
+            self._prepared[hw] = (prepared, GuidedGradCam(prepared, layer_module), _deep_lift_shap(prepared),
+                                  IntegratedGradients(prepared))
+        return self._prepared[hw]
 
     @torch.no_grad()
     def flare_probability(self, images: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
         """Softmax probability of the flare class for (N, 1, H, W) images, in chunks."""
         batch_size = batch_size or self.internal_batch_size
+        if len(images) == 0:
+            return np.zeros(0, dtype=np.float32)
+        model = self._for_size(tuple(images.shape[-2:]))[0].model
         out = []
         for i in range(0, len(images), batch_size):
-            logits = self.model.model(images[i:i + batch_size].to(self.device, torch.float32))
+            logits = model(images[i:i + batch_size].to(self.device, torch.float32))
             out.append(torch.softmax(logits.float(), dim=1)[:, FLARE].cpu())
-        return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+        return torch.cat(out).numpy()
 
     def attribute(self, images: torch.Tensor, disk: torch.Tensor | None = None) -> dict[str, MethodResult]:
         """Attribution maps of the flare class for a batch of (B, 1, H, W) images in [0, 1].
@@ -427,25 +575,26 @@ class Attributor:
         """
         if images.ndim != 4 or images.shape[1] != 1:
             raise FlareLensError(f"expected images of shape (B, 1, H, W), got {tuple(images.shape)}")
+        _, ggc, dls, ig = self._for_size(tuple(images.shape[-2:]))
         x = images.to(self.device, torch.float32)
         results = {}
         for method in self.methods:
             if method == "guided-gradcam":
-                results[method] = self._guided_gradcam(x)
+                results[method] = self._guided_gradcam(ggc, x)
             elif method == "deepshap":
-                results[method] = self._deepshap(x)
+                results[method] = self._deepshap(dls, x)
             else:
-                results[method] = self._integrated_gradients(x, disk)
+                results[method] = self._integrated_gradients(ig, x, disk)
         return results
 
-    def _guided_gradcam(self, x):
+    def _guided_gradcam(self, ggc, x):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU.*")
-            attr = self._ggc.attribute(x.clone().requires_grad_(), target=FLARE, interpolate_mode="bilinear")
+            attr = ggc.attribute(x.clone().requires_grad_(), target=FLARE, interpolate_mode="bilinear")
         maps = attr.detach().sum(dim=1).cpu().numpy().astype(np.float32)
         return MethodResult(maps, np.full(len(x), np.nan, dtype=np.float32))
 
-    def _deepshap(self, x):
+    def _deepshap(self, dls, x):
         k = len(self.background)
         # DeepLiftShap pairs each input with every reference: B*K samples (x2 with the
         # references), so chunk the instances to keep a forward pass within the budget.
@@ -455,7 +604,7 @@ class Attributor:
             xb = x[i:i + chunk].clone().requires_grad_()
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*Setting forward, backward hooks.*")
-                attr, delta = self._dls.attribute(xb, baselines=self.background, target=FLARE,
+                attr, delta = dls.attribute(xb, baselines=self.background, target=FLARE,
                                                   return_convergence_delta=True)
             maps.append(attr.detach().sum(dim=1).cpu())
             # captum returns one delta per (input, reference) pair, inputs outermost; the
@@ -463,9 +612,9 @@ class Attributor:
             deltas.append(delta.detach().reshape(len(xb), k).mean(dim=1).cpu())
         return MethodResult(torch.cat(maps).numpy().astype(np.float32), torch.cat(deltas).numpy().astype(np.float32))
 
-    def _integrated_gradients(self, x, disk):
+    def _integrated_gradients(self, ig, x, disk):
         base = ig_baseline(x, self.ig_baseline, disk)
-        attr, delta = self._ig.attribute(
+        attr, delta = ig.attribute(
             x.clone().requires_grad_(), baselines=base, target=FLARE, n_steps=self.n_steps,
             internal_batch_size=self.internal_batch_size, return_convergence_delta=True,
         )

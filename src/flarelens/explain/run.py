@@ -32,7 +32,7 @@ import torch
 
 from flarelens.errors import FlareLensError
 from flarelens.explain import render, scores
-from flarelens.explain.attributions import METHODS, NEUTRAL, Attributor
+from flarelens.explain.attributions import METHODS, NEUTRAL, Attributor, find_layer
 from flarelens.fileio import atomic_path, write_csv, write_text
 
 OUTCOMES = ("TP", "FN", "FP", "TN")
@@ -203,7 +203,8 @@ def _check_settings(out: Path, current: dict, overwrite: bool) -> None:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             previous = None
-        if previous != current:
+        has_maps = any((out / "maps").glob("*.npz"))
+        if previous != current and has_maps:
             if not overwrite:
                 differs = sorted(k for k in set(current) | set(previous or {})
                                  if (previous or {}).get(k) != current.get(k))
@@ -397,6 +398,7 @@ def explain_instances(
             image_size = int(load_images(root, frame.iloc[:1], None)[0].shape[-1])
 
     layer = settings.layer or _default_layer(model)
+    find_layer(model, layer)  # a wrong name fails before anything is written
     bg_rows = _draw_background(background, settings) if "deepshap" in methods else None
     bg_files = [str(f) for f in bg_rows["file"]] if bg_rows is not None else []
     _check_settings(out, _map_settings(settings, model_fingerprint(model), image_size, layer, bg_files), overwrite)
