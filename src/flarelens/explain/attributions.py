@@ -320,13 +320,15 @@ def _maxpool_from_call(node) -> nn.Module | None:
     return nn.MaxPool2d(**values)
 
 
-def prepare_model(model: nn.Module, example: torch.Tensor | None = None, output: str = "logit") -> nn.Module:
+def prepare_model(model: nn.Module, example: torch.Tensor | None = None, output: str = "logit",
+                  separate: bool = True) -> nn.Module:
     """A copy of ``model`` that captum's DeepLift and Guided Backprop handle exactly.
 
     Deep-copies the model (the caller's stays as it is), puts it in eval mode, turns off
     parameter gradients, replaces each registered ``nn.ReLU`` by a fresh out-of-place one
-    and clears other ``inplace`` flags, and gives every hooked non-linearity an input
-    tensor of its own (see :func:`_separate_hooked_modules`). When ``example`` (a (1, 1, H, W) input) is given,
+    and clears other ``inplace`` flags, and (``separate``, needed by DeepLift only) gives
+    every hooked non-linearity an input tensor of its own (see
+    :func:`_separate_hooked_modules`). When ``example`` (a (1, 1, H, W) input) is given,
     one forward pass is audited; functional non-linearities or modules called twice are
     then rewritten with ``torch.fx``, adaptive max pools become plain max pools for that
     input size (the copy then serves inputs of that size only), and what still cannot be
@@ -348,7 +350,8 @@ def prepare_model(model: nn.Module, example: torch.Tensor | None = None, output:
                 "DeepLift/Guided Backprop cannot apply their rules to: " + ", ".join(problems)
                 + "; those act as plain gradients (see the convergence delta)"
             )
-    _separate_hooked_modules(prepared)
+    if separate:
+        _separate_hooked_modules(prepared)
     return FlareOutput(prepared, output).eval()
 
 
@@ -540,18 +543,26 @@ class Attributor:
             self._for_size(tuple(example.shape[-2:]))
 
     def _for_size(self, hw: tuple[int, int]):
-        """(prepared model, GuidedGradCam, DeepLiftShap, IntegratedGradients) for H x W inputs."""
+        """(prepared model, GuidedGradCam, DeepLiftShap, IntegratedGradients) for H x W inputs.
+
+        Deep SHAP gets a copy of its own with the hooked modules separated by copies
+        (:func:`_separate_hooked_modules`); the other methods skip that memory traffic.
+        """
         if hw not in self._prepared:
             from captum.attr import GuidedGradCam, IntegratedGradients
 
             param = next(self._source.parameters(), None)
             example = torch.full((1, 1, *hw), NEUTRAL, dtype=param.dtype if param is not None else torch.float32,
                                  device=param.device if param is not None else "cpu")
-            prepared = prepare_model(self._source, example, self.output).to(self.device)
+            plain = prepare_model(self._source, example, self.output, separate=False).to(self.device)
+            dls = None
+            if "deepshap" in self.methods:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the same model audit as the plain copy's
+                    dls = _deep_lift_shap(prepare_model(self._source, example, self.output).to(self.device))
             # The layer is looked up in the prepared copy; fx rewriting keeps module names.
-            layer_module = _layer_in_prepared(prepared.model, self.layer_name)
-            self._prepared[hw] = (prepared, GuidedGradCam(prepared, layer_module), _deep_lift_shap(prepared),
-                                  IntegratedGradients(prepared))
+            layer_module = _layer_in_prepared(plain.model, self.layer_name)
+            self._prepared[hw] = (plain, GuidedGradCam(plain, layer_module), dls, IntegratedGradients(plain))
         return self._prepared[hw]
 
     @torch.no_grad()
