@@ -211,7 +211,10 @@ def test_run_writes_maps_figures_and_scores_and_localises(flare_set):
         assert (rows["deletion_auc"] < rows["deletion_auc_random"]).all(), m
     # Instances without a flare position have no localisation score.
     assert table.loc[table["target"] == 0, "mass"].isna().all()
-    assert summary["methods"]["ig"]["all"]["mass_over_random"] > 3
+    ig = summary["methods"]["ig"]
+    assert ig["flaring"]["n"] == (frame["target"] == 1).sum() == ig["flaring"]["n_located"]
+    assert ig["flaring central"]["n"] + ig["flaring limb"]["n"] == ig["flaring"]["n"]
+    assert ig["flaring"]["mass_over_random"] > 3 and ig["flaring"]["gt_mass"] > 3 * ig["flaring"]["gt_mass_random"]
 
 
 def test_resume_skips_done_instances_and_refuses_other_settings(flare_set):

@@ -46,8 +46,11 @@ SCORE_COLUMNS = [
     "gt_mass", "gt_hit", "gt_area", "deletion_auc", "deletion_auc_random", "conv_delta",
 ]
 
-#: Groups of instances summarised per method in summary.json and on the console.
-GROUPS = ("all", "central", "limb", "TP", "FN", "FP", "TN", "central TP", "central FN", "limb TP", "limb FN")
+#: Groups of instances summarised per method in summary.json and on the console: words
+#: combined with "and" — flaring (target 1), central / limb (|fl_lon| <= 70 deg or beyond),
+#: TP / FN / FP / TN (outcome at the threshold).
+GROUPS = ("all", "flaring", "flaring central", "flaring limb", "central", "limb", "TP", "FN", "FP", "TN",
+          "central TP", "central FN", "limb TP", "limb FN")
 
 
 # --------------------------------------------------------------------------- selection
@@ -577,7 +580,9 @@ def _group_mask(table: pd.DataFrame, group: str) -> pd.Series:
     for part in group.split():
         if part == "all":
             continue
-        if part in POSITIONS:
+        if part == "flaring":
+            mask &= table["target"] == 1
+        elif part in POSITIONS:
             mask &= table["position"] == part
         else:
             mask &= table["outcome"] == part
@@ -669,16 +674,16 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"localisation within {summary['radius_deg']:g} deg of the flare (random = area share of the disk); "
         "deletion AUC = mean flare probability while deleting the top 0-50 % (lower = more faithful)",
-        f"{'method':<15}{'group':<12}{'n':>5}{'loc':>5}  {'mass':>5} {'(rand)':>6}  {'hit':>5} {'(rand)':>6}  "
+        f"{'method':<15}{'group':<16}{'n':>5}{'loc':>5}  {'mass':>5} {'(rand)':>6}  {'hit':>5} {'(rand)':>6}  "
         f"{'gt mass':>7} {'(rand)':>6}  {'gt hit':>6}  {'del AUC':>7} {'(rand)':>6}",
     ]
     for m, groups in summary["methods"].items():
-        for g in ("all", "central", "limb", "TP", "FN"):
+        for g in ("all", "flaring", "flaring central", "flaring limb", "TP", "FN"):
             s = groups.get(g)
             if s is None or (g != "all" and s["n"] == 0):
                 continue
             lines.append(
-                f"{m:<15}{g:<12}{s['n']:>5}{s['n_located']:>5}  {f(s['mass']):>5} {f(s['mass_random']):>6}  "
+                f"{m:<15}{g:<16}{s['n']:>5}{s['n_located']:>5}  {f(s['mass']):>5} {f(s['mass_random']):>6}  "
                 f"{f(s['hit']):>5} {f(s['hit_random']):>6}  {f(s['gt_mass']):>7} {f(s['gt_mass_random']):>6}  "
                 f"{f(s['gt_hit']):>6}  {f(s['deletion_auc']):>7} {f(s['deletion_auc_random']):>6}"
             )
