@@ -180,6 +180,17 @@ def test_cli_errors_are_one_line(toy_dataset, tmp_path, capsys):
         assert needle in err and err.count("\n") == 1, err
 
 
+def test_dataloader_workers_change_nothing(toy_dataset, tmp_path):
+    root, _, labels_path = toy_dataset
+    runs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        train(_config(root, labels_path, out, epochs=2, amp="off", workers=workers, cache="off"))
+        runs[workers] = load_checkpoint(out / "last.pt")["model"]
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[2][key]), key
+
+
 def test_amp_resolution():
     from flarelens.train import cpu_has_bf16, resolve_amp
 

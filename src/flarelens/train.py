@@ -386,7 +386,9 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
     weights = class_weights(train_rows["target"], cfg.class_weight, cfg.augment)
 
     workers = cfg.workers if cfg.workers is not None else _default_workers(device, train_set._cache is not None, d.world)
-    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    # Workers are not persistent: each epoch's workers must see that epoch's augmentation
+    # choices (set_epoch on the dataset), and forking them again costs little.
+    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda")
     train_sampler = DistributedSampler(train_set, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed)
     train_loader = DataLoader(train_set, batch_size=local_batch, sampler=train_sampler, **loader_args)
     # Validation: a contiguous shard per process, no padding, so every instance counts once.
