@@ -301,7 +301,7 @@ def build_regions(catalog: pd.DataFrame, start, end, seed: int = 0) -> RegionMod
             "region_id": r["region_id"], "noaa_ar": r["noaa_ar"], "kind": "flaring", "carr": r["carr"],
             "lat": r["lat"], "t_ref": r["t_ref"], "t_begin": begin, "t_end": end_,
             # Regions that make big flares are bigger on average, with a wide spread.
-            "flux": float(np.clip(rng.lognormal(np.log(0.8 + 0.8 * g_max), 0.35), 0.2, 5.0)),
+            "flux": float(np.clip(rng.lognormal(np.log(0.9 + 0.4 * g_max), 0.4), 0.2, 5.0)),
             "base_complexity": float(rng.uniform(0.0, 0.2)),
             "anti_hale": bool(rng.random() < 0.05 + 0.2 * g_max),
         })
@@ -389,19 +389,21 @@ def region_layout(key: int, seed: int, lat: float, flux: float, anti_hale: bool,
         pos = side * 0.5 * sep * axis + rng.normal(0.0, 0.32 * sep, 2) * (1.0 if side > 0 else 1.3)
         sign = side * lead * (-1 if rng.random() < 0.1 else 1)
         add(pos, rng.uniform(0.3, 0.75), sign * rng.lognormal(np.log(220.0), 0.45))
-    thetas = 0.12 + 0.85 * (np.arange(_N_FEATURES) + rng.uniform(0, 1, _N_FEATURES)) / _N_FEATURES
+    # Switch-on levels spread over 0.25-0.95: C-flaring regions show one feature at most,
+    # an M1 region two or three, an X region nearly all.
+    thetas = 0.25 + 0.7 * (np.arange(_N_FEATURES) + rng.uniform(0, 1, _N_FEATURES)) / _N_FEATURES
     for k, th in enumerate(thetas):
         if k == 0:
             # Parasitic polarity pushing into the leading spot: a delta spot in the making.
             ang = rng.uniform(0, 2 * np.pi)
-            pos = lead_pos + 1.6 * sig_lead * np.array([math.cos(ang), math.sin(ang)])
-            add(pos, rng.uniform(0.45, 0.8), -lead * rng.uniform(1500.0, 2500.0), th, False)
+            pos = lead_pos + 1.8 * sig_lead * np.array([math.cos(ang), math.sin(ang)])
+            add(pos, rng.uniform(0.6, 1.0), -lead * rng.uniform(1500.0, 2500.0), th, False)
             continue
         # Opposite-polarity pairs along a sheared inversion line near the region's middle.
         centre = rng.normal(0.0, 0.18 * sep) * axis + rng.normal(0.0, 0.15 * sep) * perp
         ang = rng.uniform(0, np.pi)
-        half = 0.5 * rng.uniform(1.3, 2.3) * np.array([math.cos(ang), math.sin(ang)])
-        sigma = rng.uniform(0.5, 0.85)
+        half = 0.5 * rng.uniform(2.0, 3.4) * np.array([math.cos(ang), math.sin(ang)])
+        sigma = rng.uniform(0.6, 1.0)
         b = rng.uniform(1500.0, 2800.0) * rng.choice([-1.0, 1.0])
         add(centre + half, sigma, b, th, False)
         add(centre - half, sigma, -b, th, False)
@@ -566,12 +568,12 @@ def render_field(t_ns: int, eph: geometry.Ephemeris, size: int, model: RegionMod
 
     # Network: mixed-polarity elements, uniform on the visible hemisphere; their flux is
     # fixed, so the field a pixel averages falls as the pixel grows (smaller images).
-    n_net = 4000
+    n_net = 6000
     zz = rng.uniform(0.0, 1.0, n_net)
     phi = rng.uniform(0, 2 * np.pi, n_net)
     rr = np.sqrt(1 - zz * zz)
     ex, ey = geometry._project(rr * np.cos(phi), rr * np.sin(phi), zz, eph, size)
-    flux = rng.choice([-1.0, 1.0], n_net) * rng.lognormal(np.log(50.0), 0.6, n_net) * zz * (size / 512.0) ** 2
+    flux = rng.choice([-1.0, 1.0], n_net) * rng.lognormal(np.log(60.0), 0.6, n_net) * zz * (size / 512.0) ** 2
     ix = np.clip(np.round(ex).astype(int), 0, size - 1)
     iy = np.clip(np.round(ey).astype(int), 0, size - 1)
     net = np.zeros((size, size))
