@@ -58,7 +58,7 @@ def register(sub) -> None:
     run.add_argument("--regions", metavar="CSV", help="ground truth of `flarelens simulate` (default: DIR/regions.csv of --images if present)")
     run.add_argument("--no-deletion", action="store_true", help="skip the deletion curves")
     run.add_argument("--no-overlays", action="store_true", help="skip the per-image overlay PNGs")
-    run.add_argument("--comparison-rows", type=int, default=8, help="instances in comparison.png (default: 8; 0: none)")
+    run.add_argument("--comparison-rows", type=int, default=8, help="instances in comparison.png, spread over the selection (default: 8; 0: none)")
     run.add_argument("--seed", type=int, default=0, help="background draw and random deletion order (default: 0)")
     run.add_argument("--overwrite", action="store_true", help="replace maps made with other settings in --out")
     p.set_defaults(func=run_command)

@@ -8,7 +8,8 @@ Layout of an output directory ``DIR``::
     DIR/maps/<stem>.npz        one per instance (<stem> = HMI.mYYYY.MM.DD_HH.MM.SS), see
                                :func:`instance_arrays`; its presence marks the instance done
     DIR/overlays/<stem>_<method>.png   the map blended on the magnetogram, flare marked
-    DIR/comparison.png         rows = the first instances, columns = magnetogram + methods
+    DIR/comparison.png         rows = instances spread over the selection, columns =
+                               magnetogram + methods
     DIR/scores.csv             one row per instance x method (:data:`SCORE_COLUMNS`)
     DIR/summary.json           aggregates per method and group (:func:`summarise`)
 
@@ -158,7 +159,7 @@ class ExplainSettings:
     ``batch_size``: instances per captum call; ``radius_deg``: localisation radius around
     the flare (heliographic degrees); ``deletion``: compute deletion curves;
     ``overlays``: write a PNG per instance and method; ``comparison_rows``: instances in
-    DIR/comparison.png; ``seed``: background draw and random deletion order.
+    DIR/comparison.png (evenly spread over the selection); ``seed``: background draw and random deletion order.
     """
 
     methods: tuple[str, ...] = METHODS
@@ -442,9 +443,10 @@ def explain_instances(
     write_text(json.dumps(_json_safe(summary), indent=1) + "\n", files["summary"])
 
     if settings.comparison_rows > 0 and len(frame):
-        n = min(settings.comparison_rows, len(frame))
+        # Spread over the selection (time order), so one figure spans the period.
+        picks = np.unique(np.linspace(0, len(frame) - 1, min(settings.comparison_rows, len(frame))).round().astype(int))
         panels = []
-        for i in range(n):
+        for i in picks:
             with np.load(maps_dir / f"{stems[i]}.npz") as z:
                 panels.append(_panel(dict(z), frame.iloc[i], methods, settings.radius_deg))
         files["comparison"] = out / "comparison.png"
@@ -671,6 +673,8 @@ def format_summary(summary: dict) -> str:
     def f(v, fmt="{:.2f}"):
         return "   -" if v is None else fmt.format(v)
 
+    r = "{:.3f}"  # random baselines are small: one more digit
+
     lines = [
         f"localisation within {summary['radius_deg']:g} deg of the flare (random = area share of the disk); "
         "deletion AUC = mean flare probability while deleting the top 0-50 % (lower = more faithful)",
@@ -683,8 +687,8 @@ def format_summary(summary: dict) -> str:
             if s is None or (g != "all" and s["n"] == 0):
                 continue
             lines.append(
-                f"{m:<15}{g:<16}{s['n']:>5}{s['n_located']:>5}  {f(s['mass']):>5} {f(s['mass_random']):>6}  "
-                f"{f(s['hit']):>5} {f(s['hit_random']):>6}  {f(s['gt_mass']):>7} {f(s['gt_mass_random']):>6}  "
+                f"{m:<15}{g:<16}{s['n']:>5}{s['n_located']:>5}  {f(s['mass']):>5} {f(s['mass_random'], r):>6}  "
+                f"{f(s['hit']):>5} {f(s['hit_random'], r):>6}  {f(s['gt_mass']):>7} {f(s['gt_mass_random'], r):>6}  "
                 f"{f(s['gt_hit']):>6}  {f(s['deletion_auc']):>7} {f(s['deletion_auc_random']):>6}"
             )
     return "\n".join(lines)
