@@ -5,8 +5,19 @@ Layout of an output directory ``DIR``::
     DIR/settings.json          what the maps depend on (model fingerprint, image size, layer,
                                IG baseline and steps, attributed output, background); a rerun
                                with other settings is refused unless told to overwrite
-    DIR/maps/<stem>.npz        one per instance (<stem> = HMI.mYYYY.MM.DD_HH.MM.SS), see
-                               :func:`instance_arrays`; its presence marks the instance done
+    DIR/maps/<stem>.npz        one per instance (<stem> = HMI.mYYYY.MM.DD_HH.MM.SS); its
+                               presence marks the instance done. Arrays (S = model input size):
+                                 map_<method> (S, S) float32, delta_<method> () convergence
+                                 delta (NaN for Guided Grad-CAM), deletion_<method> (11,) and
+                                 deletion_random (11,) flare probabilities at
+                                 deletion_fractions (11,) = 0, 0.05, ..., 0.5;
+                                 image (S, S) uint8 as the model saw it, disk (S, S) bool,
+                                 flare_distance_deg (S, S) float32 great-circle distance to the
+                                 flare at the image time (NaN off the disk / no position),
+                                 flare_xy (2,) pixel of the flare (NaN if unknown or behind the
+                                 limb), truth_xyr (3,) simulate's flaring region (x, y,
+                                 radius_px at size S; NaN if none), model_prob (), timestamp,
+                                 image_file
     DIR/overlays/<stem>_<method>.png   the map blended on the magnetogram, flare marked
     DIR/comparison.png         rows = instances spread over the selection, columns =
                                magnetogram + methods
