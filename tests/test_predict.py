@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     labels_path = tmp / "labels.csv"
     labels.to_csv(labels_path, index=False)
     train(labels=str(labels_path), images=str(root), fold=2, model="simplecnn", image_size=48, epochs=3,
-          batch_size=8, optimizer="adam", lr=1e-3, out=str(tmp / "run"), progress=False)
+          batch_size=8, optimizer="adam", lr=1e-3, out=str(tmp / "run"), progress=False, threads=1)
     return root, labels, labels_path, tmp / "run" / "best.pt"
 
 

@@ -22,7 +22,7 @@ from flarelens.train import HISTORY_COLUMNS, TrainConfig, train
 
 def _config(root, labels_path, out, **kw) -> dict:
     base = dict(labels=str(labels_path), images=str(root), fold=1, model="simplecnn", image_size=64, epochs=6,
-                batch_size=8, optimizer="adam", lr=1e-3, out=str(out), progress=False)
+                batch_size=8, optimizer="adam", lr=1e-3, out=str(out), progress=False, threads=1)
     base.update(kw)
     return base
 
@@ -150,7 +150,8 @@ def test_resume_after_a_kill_ends_with_the_same_weights(toy_dataset, tmp_path):
 def test_cli_refuses_to_overwrite_a_run_or_resume_with_other_settings(toy_dataset, tmp_path, capsys):
     root, labels, labels_path = toy_dataset
     args = ["train", "--labels", str(labels_path), "--images", str(root), "--model", "simplecnn",
-            "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run"), "--no-progress"]
+            "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run"), "--no-progress",
+            "--threads", "1"]
     assert main(args) == 0
     capsys.readouterr()
     assert main(args) == 1
@@ -165,7 +166,7 @@ def test_cli_refuses_to_overwrite_a_run_or_resume_with_other_settings(toy_datase
 def test_cli_errors_are_one_line(toy_dataset, tmp_path, capsys):
     root, labels, labels_path = toy_dataset
     base = ["train", "--images", str(root), "--model", "simplecnn", "--image-size", "32", "--epochs", "1",
-            "--no-progress"]
+            "--no-progress", "--threads", "1"]
     cases = [
         (["--labels", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "a")], "nope.csv"),
         (["--labels", str(labels_path), "--out", str(tmp_path / "b"), "--batch-size", "0"], "--batch-size"),

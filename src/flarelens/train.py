@@ -67,7 +67,7 @@ HISTORY_COLUMNS = [
 ]
 
 #: Settings that may change between a run and its resumption (the rest must match).
-RESUMABLE_CHANGES = {"epochs", "labels", "images", "out", "resume", "device", "workers", "cache", "compile", "progress"}
+RESUMABLE_CHANGES = {"epochs", "labels", "images", "out", "resume", "device", "workers", "threads", "cache", "compile", "progress"}
 
 
 @dataclass
@@ -108,6 +108,7 @@ class TrainConfig:
     channels_last: str = "auto"
     compile: bool = False
     workers: int | None = None
+    threads: int | None = None
     cache: str = "auto"
     progress: bool = True
 
@@ -157,6 +158,8 @@ def _check_config(c: TrainConfig) -> None:
     choice("channels_last", c.channels_last, ("auto", "on", "off"))
     choice("cache", c.cache, ("auto", "on", "off"))
     choice("fold", c.fold, (1, 2, 3, 4))
+    if c.threads is not None and c.threads < 1:
+        raise FlareLensError(f"--threads must be at least 1, got {c.threads}")
     for name in ("epochs", "batch_size", "image_size", "step_size"):
         if int(getattr(c, name)) < 1:
             raise FlareLensError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(c, name)}")
@@ -347,12 +350,16 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> pd.DataFrame
     process calls this and only rank 0 writes.
     """
     cfg = _make_config(config, overrides)
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     d = _setup_distributed(cfg.device)
     try:
         return _train(cfg, d)
     finally:
         if d.initialized_here and dist.is_initialized():
             dist.destroy_process_group()
+        torch.set_num_threads(threads)
 
 
 def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:

@@ -54,6 +54,9 @@ def register(sub) -> None:
     p.add_argument("--channels-last", default=_D.channels_last, choices=("auto", "on", "off"), help="channels-last memory format (auto: on GPU and with bf16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slower start, faster epochs on GPU)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes per process (default: automatic)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of this process (default: torch's choice, one per core; on a CPU shared with "
+                   "other jobs, 1 can be many times faster)")
     p.add_argument("--cache", default=_D.cache, choices=("auto", "on", "off"), help="decode all images once into memory (auto: when they fit in 2 GiB)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars or per-epoch lines on the terminal")
     p.set_defaults(func=run)
@@ -67,7 +70,7 @@ def run(args) -> int:
         factor=args.factor, patience=args.patience, augment=args.augment, class_weight=args.class_weight,
         init=args.init, pretrained=args.pretrained, weights=args.weights, gap=args.gap, threshold=args.threshold,
         seed=args.seed, out=args.out, resume=args.resume, device=args.device, amp=args.amp,
-        channels_last=args.channels_last, compile=args.compile, workers=args.workers, cache=args.cache,
+        channels_last=args.channels_last, compile=args.compile, workers=args.workers, threads=args.threads, cache=args.cache,
         progress=args.progress,
     )
     history = train(config)
