@@ -19,9 +19,11 @@ weighted NLL of log-softmax).
 
 Speed: on CUDA, mixed precision (bf16 where the GPU supports it, else fp16 with a gradient
 scaler), channels-last tensors, pinned memory and DataLoader workers; on a CPU with native
-bf16 instructions (AVX512-BF16/AMX), bf16 autocast. Small datasets are decoded once into
-memory (see :class:`flarelens.data.MagnetogramDataset`). ``compile=True`` adds
-``torch.compile``.
+bf16 instructions (AVX512-BF16/AMX), bf16 autocast and channels-last. Fused optimizer
+steps everywhere. Small datasets are decoded once into memory (see
+:class:`flarelens.data.MagnetogramDataset`). ``compile=True`` adds ``torch.compile``;
+``threads`` sets the CPU threads (on a CPU shared with other jobs, 1 thread avoids the
+OpenMP spin-waiting that can make 2 threads many times slower).
 
 Distributed: launched by ``torchrun --nproc_per_node N -m flarelens train ...`` (or on
 several nodes, see examples/slurm_train.sbatch), every process trains on its shard of each
@@ -405,7 +407,7 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
     loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda")
     train_sampler = DistributedSampler(train_set, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed)
     train_loader = DataLoader(train_set, batch_size=local_batch, sampler=train_sampler, **loader_args)
-    # Validation: a contiguous shard per process, no padding, so every instance counts once.
+    # Validation: every world-th instance per process, no padding, so each counts once.
     val_loader = DataLoader(val_set, batch_size=local_batch, sampler=list(range(d.rank, len(val_set), d.world)), **loader_args)
 
     # Model, optimizer, schedule. The same seed on every rank gives the same initial weights.
