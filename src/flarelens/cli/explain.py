@@ -65,56 +65,26 @@ def register(sub) -> None:
 
 
 def run_command(args) -> int:
-    import torch
+    from flarelens.explain.run import ExplainSettings, Selection, explain, format_summary
 
-    from flarelens.checkpoint import load_model
-    from flarelens.explain.run import (
-        ExplainSettings, Selection, background_rows, explain_instances, format_summary, read_predictions,
-        read_regions, select_instances,
-    )
-
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     methods = tuple(_csv_list(args.methods) or ())
-    if args.batch_size < 1 or args.internal_batch_size < 1:
-        raise FlareLensError("--batch-size and --internal-batch-size must be >= 1")
-    model, config = load_model(args.checkpoint, device=device)
-    pred = read_predictions(args.predictions)
     selection = Selection(
         classes=_csv_list(args.classes), outcomes=_csv_list(args.outcome), start=args.start, end=args.end,
         position=args.position, limit=args.limit, threshold=args.threshold,
     )
-    frame = select_instances(pred, selection)
-    print(f"{len(frame)} of {len(pred)} predictions selected")
-
-    background = None
-    if "deepshap" in methods:
-        fold = config.get("fold")
-        if args.labels:
-            from flarelens.labels import read_labels
-
-            background = background_rows(read_labels(args.labels), fold)
-        else:
-            background = background_rows(pred, None, exclude=frame["timestamp"])
-            print("note: Deep SHAP background drawn from the non-flaring rows of the predictions "
-                  "(pass --labels for training images)")
-
-    regions_path = Path(args.regions) if args.regions else Path(args.images) / "regions.csv"
-    regions = read_regions(regions_path) if (args.regions or regions_path.is_file()) else None
-
     settings = ExplainSettings(
         methods=methods, layer=args.layer, background_k=args.background, ig_baseline=args.ig_baseline,
         n_steps=args.steps, internal_batch_size=args.internal_batch_size, batch_size=args.batch_size,
         output=args.attribute, radius_deg=args.radius, deletion=not args.no_deletion, overlays=not args.no_overlays,
-        comparison_rows=args.comparison_rows, seed=args.seed, device=device, threshold=args.threshold,
+        comparison_rows=args.comparison_rows, seed=args.seed, device=args.device, threshold=args.threshold,
     )
-    result = explain_instances(
-        model, frame, args.images, args.out, settings, image_size=int(config["image_size"]),
-        background=background, regions=regions, overwrite=args.overwrite,
+    result = explain(
+        args.checkpoint, args.predictions, args.images, args.out, selection, settings,
+        labels=args.labels, regions=args.regions, overwrite=args.overwrite,
     )
+    frame_len = result.computed + result.skipped
     print(f"{result.computed} explained, {result.skipped} already done")
-    if len(frame):
+    if frame_len:
         print(format_summary(result.summary))
     print(f"wrote {result.files['scores']} and {result.files['summary']}")
     return 0

@@ -32,6 +32,7 @@ when known) before being compared with the image.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -710,3 +711,56 @@ __all__ = [
     "explain_instances", "background_rows", "read_regions", "score_table", "summarise", "format_summary",
     "SCORE_COLUMNS",
 ]
+
+
+def explain(
+    checkpoint: str | os.PathLike,
+    predictions: str | os.PathLike | pd.DataFrame,
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    selection: Selection | None = None,
+    settings: ExplainSettings | None = None,
+    labels: str | os.PathLike | None = None,
+    regions: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log=print,
+) -> ExplainResult:
+    """Explain a checkpoint's predictions: the whole ``flarelens explain`` step as one call.
+
+    Loads the model of ``checkpoint`` (on ``settings.device``; ``"auto"`` picks CUDA when
+    available), selects rows of ``predictions`` (a predictions.csv or its table), draws the
+    Deep SHAP background from the non-flaring rows of ``labels`` outside the checkpoint's
+    validation fold (or, without ``labels``, from unselected non-flaring predictions), reads
+    simulate's ground truth from ``regions`` (default: ``images/regions.csv`` when present),
+    and writes maps, figures and scores under ``out`` (see the module docstring).
+    """
+    from flarelens.checkpoint import load_model
+
+    settings = settings or ExplainSettings()
+    if settings.batch_size < 1 or settings.internal_batch_size < 1:
+        raise FlareLensError("--batch-size and --internal-batch-size must be >= 1")
+    if settings.device == "auto":
+        settings = dataclasses.replace(settings, device="cuda" if torch.cuda.is_available() else "cpu")
+    model, config = load_model(checkpoint, device=settings.device)
+    pred = predictions if isinstance(predictions, pd.DataFrame) else read_predictions(predictions)
+    frame = select_instances(pred, selection or Selection())
+    log(f"{len(frame)} of {len(pred)} predictions selected")
+
+    background = None
+    if "deepshap" in settings.methods:
+        if labels is not None:
+            from flarelens.labels import read_labels
+
+            background = background_rows(read_labels(labels), config.get("fold"))
+        else:
+            background = background_rows(pred, None, exclude=frame["timestamp"])
+            log("note: Deep SHAP background drawn from the non-flaring rows of the predictions "
+                "(pass labels for training images)")
+
+    regions_path = Path(regions) if regions is not None else Path(images) / "regions.csv"
+    truth = read_regions(regions_path) if (regions is not None or regions_path.is_file()) else None
+    return explain_instances(
+        model, frame, images, out, settings, image_size=int(config["image_size"]),
+        background=background, regions=truth, overwrite=overwrite, progress=progress,
+    )
