@@ -83,12 +83,14 @@ def _read_config(path: Path) -> dict:
         return json.loads((path / "config.json").read_text())
     for name in ("last.pt", "best.pt"):
         if (path / name).is_file():
-            try:
-                from flarelens.checkpoint import read_config
+            from flarelens.checkpoint import load_checkpoint
 
-                return read_config(path / name)
-            except Exception:  # a checkpoint we cannot read must not stop the page
+            try:
+                config = dict(load_checkpoint(path / name)["config"])
+            except FlareLensError:  # a checkpoint we cannot read must not stop the page
                 return {}
+            # Paths of the machine that trained are noise on the page; the rest is the run.
+            return {k: v for k, v in config.items() if k not in ("progress", "resume")}
     return {}
 
 
@@ -345,6 +347,7 @@ def _fmt(value) -> str:
 
 
 _CSS = """
+html,body{overflow-x:hidden} table.t{display:block;overflow-x:auto;max-width:100%}
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} h2{border-bottom:2px solid #e07b00;padding-bottom:.2em;margin-top:2em}
 nav a{margin-right:1em} code{background:#f3f3f3;padding:0 .2em}
