@@ -349,3 +349,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
     assert main(base + argv) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_regions_are_drawn_whole_not_cut_at_a_box():
+    """Drawing each region in a box around it (for speed) must lose nothing: compare with the
+    same kernels evaluated over the whole image."""
+    size = 256
+    flares = [(T + pd.Timedelta(hours=6), 5e-4)]
+    for lon, flux in ((0.0, 3.0), (70.0, 2.0)):
+        model = one_region(T, lon, -12.0, flares, flux=flux)
+        eph = geometry.ephemeris(T)
+        boxed = region_field(model, T, size)
+        lon_g, lat_g, mu = geometry.disk_grid(T, size)
+        (st,) = sim.region_states(model, T.value, eph)
+        px_deg = 180.0 / (np.pi * geometry.disk(T, size).radius)
+        whole = np.zeros((size, size))
+        sim._add_kernels(whole, lon_g, lat_g, size, size / 2, size / 2, size, st.lon, st.lat, st.u, st.v, st.sigma, st.amp, px_deg)
+        whole = np.nan_to_num(whole * mu)
+        assert np.abs(boxed - whole).max() < 2.0  # gauss
