@@ -262,10 +262,11 @@ def test_a_512_image_takes_well_under_a_second():
     model = sim.build_regions(cat, t, t)
     eph = geometry.ephemeris(t)
     sim.render_field(t.value, eph, 512, model)  # warm-up (imports)
-    start = time.perf_counter()
+    # CPU time of this process: other jobs sharing the cores do not count (~0.2 s here).
+    start = time.process_time()
     field = sim.render_field(t.value, eph, 512, model)
     sim.encode_jpeg(sim.to_pixels(field), np.isnan(field))
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 def test_to_pixels_scale():
