@@ -29,10 +29,10 @@ class DemoConfig:
 
     start: str = "2011-07-01"
     end: str = "2012-06-30 23:00"
-    cadence: str = "4h"
+    cadence: str = "6h"
     image_size: int = 128
     model: str = "simplecnn"
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 32
     lr: float = 1e-3
     optimizer: str = "adam"
