@@ -217,10 +217,15 @@ def catalog_regions(catalog: pd.DataFrame) -> tuple[list[dict], int]:
         else:
             clusters.append({"carr": carr[i], "lat": lat[i], "t_ref": t, "idx": [i]})
     unplaced += int((~numbered & ~has_pos).sum())
+    used = {r["region_id"] for r in regions}
     for c in clusters:
         idx = np.array(sorted(c["idx"]))
         first = pd.Timestamp(int(t_ns[idx[0]]), tz="UTC")
-        regions.append(place(idx, f"U{first:%Y%m%dT%H%M}", ""))
+        region_id = f"U{first:%Y%m%dT%H%M}"
+        while region_id in used:  # two groups starting the same minute
+            region_id += "b"
+        used.add(region_id)
+        regions.append(place(idx, region_id, ""))
     for r in regions:
         r["idx"] = np.array(sorted(r["idx"]), dtype=np.int64)
     return regions, unplaced
