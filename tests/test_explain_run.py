@@ -16,8 +16,8 @@ from flarelens.cli import main
 from flarelens.errors import FlareLensError
 from flarelens.explain.attributions import METHODS, NEUTRAL
 from flarelens.explain.run import (
-    SCORE_COLUMNS, ExplainSettings, Selection, background_rows, explain_instances, read_predictions,
-    read_regions, select_instances,
+    SCORE_COLUMNS, ExplainSettings, Selection, background_rows, explain_instances, normalise_predictions,
+    read_predictions, read_regions, select_instances,
 )
 from flarelens.images import image_relpath
 
@@ -147,6 +147,11 @@ def test_selection_filters():
     assert sel(limit=2) == ["a", "b"]
     frame = select_instances(pred, Selection())
     assert list(frame["outcome"]) == ["TP", "FN", "TP", "TN", "FP", "TP"]
+    # A bare table (the four required columns) gets empty label columns.
+    bare = normalise_predictions(pred[["timestamp", "file", "flare_prob", "target"]])
+    assert list(select_instances(bare, Selection(outcomes=["TP"]))["position"]) == ["unknown"] * 3
+    with pytest.raises(FlareLensError, match="flare_prob"):
+        normalise_predictions(pred[["timestamp", "file", "target"]])
     with pytest.raises(FlareLensError, match="unknown flare class"):
         sel(classes=["Q"])
     with pytest.raises(FlareLensError, match="unknown outcome"):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from flarelens.errors import FlareLensError
-
 
 def _csv_list(text: str | None) -> list[str] | None:
     if text is None:

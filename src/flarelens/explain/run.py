@@ -97,6 +97,14 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
         frame = pd.read_csv(path, keep_default_na=True, dtype={"goes_class": str, "file": str})
     except Exception as exc:  # noqa: BLE001 - parser errors of any kind are bad input
         raise FlareLensError(f"{path}: cannot read as CSV ({exc})") from None
+    return normalise_predictions(frame, str(path))
+
+
+def normalise_predictions(frame: pd.DataFrame, source: str = "predictions") -> pd.DataFrame:
+    """A predictions table with the columns explain needs (missing label columns empty) and
+    times parsed into ``time``; ``source`` names it in error messages."""
+    frame = frame.copy()
+    path = source
     missing = [c for c in ("timestamp", "file", "flare_prob", "target") if c not in frame.columns]
     if missing:
         raise FlareLensError(f"{path}: missing column(s) {', '.join(missing)}; expected the output of `flarelens predict`")
@@ -706,11 +714,6 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = [
-    "Selection", "ExplainSettings", "ExplainResult", "read_predictions", "select_instances",
-    "explain_instances", "background_rows", "read_regions", "score_table", "summarise", "format_summary",
-    "SCORE_COLUMNS",
-]
 
 
 def explain(
@@ -743,7 +746,7 @@ def explain(
     if settings.device == "auto":
         settings = dataclasses.replace(settings, device="cuda" if torch.cuda.is_available() else "cpu")
     model, config = load_model(checkpoint, device=settings.device)
-    pred = predictions if isinstance(predictions, pd.DataFrame) else read_predictions(predictions)
+    pred = normalise_predictions(predictions) if isinstance(predictions, pd.DataFrame) else read_predictions(predictions)
     frame = select_instances(pred, selection or Selection())
     log(f"{len(frame)} of {len(pred)} predictions selected")
 
@@ -764,3 +767,10 @@ def explain(
         model, frame, images, out, settings, image_size=int(config["image_size"]),
         background=background, regions=truth, overwrite=overwrite, progress=progress,
     )
+
+
+__all__ = [
+    "Selection", "ExplainSettings", "ExplainResult", "read_predictions", "normalise_predictions", "select_instances",
+    "explain_instances", "background_rows", "read_regions", "score_table", "summarise", "format_summary",
+    "SCORE_COLUMNS", "explain",
+]
