@@ -324,22 +324,39 @@ def _explain_section(runs: list[ExplainRun], run_dir: Path) -> str:
     return body
 
 
+#: Groups of explain's summary shown on the page, and how they are named there.
+EXPLAIN_GROUPS = {
+    "flaring": "all flaring", "flaring central": "flaring, central", "flaring limb": "flaring, near-limb",
+    "TP": "hits (TP)", "FN": "misses (FN)",
+}
+#: Columns of explain's per-method statistics shown on the page.
+EXPLAIN_STATS = {
+    "n": "instances", "mass": "attribution within r", "mass_random": "random map",
+    "hit": "pointing game", "hit_random": "random pointing", "gt_mass": "within true region",
+    "gt_mass_random": "random (true region)", "deletion_auc": "deletion area", "deletion_auc_random": "random deletion",
+}
+
+
 def _summary_tables(summary: dict) -> str:
-    """Render explain's summary.json: tables of per-method aggregates, whatever their nesting."""
-    out = ""
-    for key, value in summary.items():
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            out += f"<h4>{html.escape(str(key))}</h4>" + _table(pd.DataFrame(value))
-        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            frame = pd.DataFrame(value).T
-            frame.index.name = str(key)
-            if all(not isinstance(v, dict) for row in value.values() for v in row.values()):
-                out += f"<h4>{html.escape(str(key))}</h4>" + _table(frame.reset_index())
-            else:
-                out += f"<h4>{html.escape(str(key))}</h4>" + _summary_tables(value)
-        elif not isinstance(value, (dict, list)):
-            out += _p(f"{html.escape(str(key))}: <strong>{html.escape(_fmt(value))}</strong>")
-    return out
+    """Explain's summary.json as one compact table: method x group, the main statistics."""
+    methods = summary.get("methods", {})
+    rows = []
+    for method, groups in methods.items():
+        for group, name in EXPLAIN_GROUPS.items():
+            stats = groups.get(group)
+            if not stats:
+                continue
+            row = {"method": method, "group": name}
+            for key, label in EXPLAIN_STATS.items():
+                value = stats.get(key)
+                row[label] = int(value) if key == "n" and value is not None else value
+            rows.append(row)
+    radius = summary.get("radius_deg")
+    head = _p(f"r = {radius:g}° of heliographic distance from the flare." if isinstance(radius, (int, float)) else "")
+    if not rows:
+        return head + _p("No explained instance with a flare.")
+    frame = pd.DataFrame(rows)
+    return head + _table(frame.astype({c: float for c in frame.columns if c not in ("method", "group", "instances")}))
 
 
 def _fmt(value) -> str:
