@@ -55,6 +55,25 @@ def test_predict_labels_writes_the_contract_for_a_fold(trained):
     assert len(everything) == len(labels)
 
 
+def test_validation_scores_in_history_are_those_of_the_predictions(trained):
+    from flarelens.checkpoint import load_checkpoint
+    from flarelens.metrics import confusion
+
+    root, _, labels_path, checkpoint = trained
+    state = load_checkpoint(checkpoint)
+    row = state["history"][state["epoch"] - 1]
+    pred = predict_labels(checkpoint, labels_path, root, fold=state["config"]["fold"], progress=False)
+    scores = confusion(pred["target"], pred["flare_prob"])
+    assert (scores.tss, scores.hss) == (row["val_tss"], row["val_hss"])
+    # The class-weighted validation loss, recomputed from the probabilities.
+    labels = pd.read_csv(labels_path)
+    train_targets = labels.loc[labels["fold"] != state["config"]["fold"], "target"]
+    fl_weight = 2 * (train_targets == 0).sum() / (4 * (train_targets == 1).sum())
+    w = np.where(pred["target"] == 1, fl_weight, 1.0)
+    nll = -np.log(np.where(pred["target"] == 1, pred["flare_prob"], 1 - pred["flare_prob"]))
+    assert float((w * nll).sum() / w.sum()) == pytest.approx(row["val_loss"], rel=1e-4)
+
+
 def test_predict_cli_writes_predictions_csv_atomically(trained, tmp_path, capsys):
     root, labels, labels_path, checkpoint = trained
     out = tmp_path / "pred" / "predictions.csv"

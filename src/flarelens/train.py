@@ -329,12 +329,12 @@ class _Step:
             (lambda: torch.autocast(device_type=device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
         )
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor):
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, mixed: bool = True):
         x = to_unit(x.to(self.device, non_blocking=True))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(self.device, non_blocking=True)
-        with self.autocast():
+        with self.autocast() if mixed else contextlib.nullcontext():
             logits = self.model(x)
         logits = logits.float()
         w = self.weights[y]
@@ -385,8 +385,6 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and (device.type == "cuda" or amp == "bf16"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     # Data: the training rows are the other quarters, augmented; validation is fold k as is.
     labels = read_labels(cfg.labels)
@@ -494,7 +492,9 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
         counts.zero_()
         with torch.no_grad():
             for x, y in val_loader:
-                weighted, w, prob, y = step(x, y)
+                # Full precision, as `flarelens predict` computes: history.csv's validation
+                # scores are those of the predictions of the saved weights.
+                weighted, w, prob, y = step(x, y, mixed=False)
                 sums += torch.stack([weighted.sum().double(), w.sum().double()])
                 counts += _confusion_counts(prob, y, cfg.threshold)
         _all_reduce(sums, d)
