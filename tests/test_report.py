@@ -69,7 +69,7 @@ def test_report_bad_run_dir(tmp_path, capsys):
 
 
 def _browser():
-    """A headless Chromium driven by selenium, or None (this test is opt-in; see README)."""
+    """A headless Chromium driven by selenium; skips the calling test where either is missing (opt-in, see README)."""
     webdriver = pytest.importorskip("selenium.webdriver")
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
@@ -86,9 +86,9 @@ def _browser():
 
 def check_in_browser(page: Path, screenshot: Path | None = None) -> None:
     """Open ``page`` in headless Chromium: every section renders, every image decodes, no console error."""
+    driver = _browser()  # skips the test where selenium or chromium is missing
     from selenium.webdriver.common.by import By
 
-    driver = _browser()
     try:
         driver.get(page.resolve().as_uri())
         sections = driver.find_elements(By.TAG_NAME, "section")
