@@ -183,3 +183,14 @@ def test_cli_bad_catalog_rows_exit_nonzero(tmp_path):
     assert result.returncode == 1
     assert "row 3" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "l.csv").exists()
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "labels.csv"
+    assert main(["label", "--start", "2012-03-01", "--end", "2012-03-01 05:00", "--out", str(out)]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask
