@@ -49,8 +49,8 @@ STEPS = ("simulate", "label", "train", "predict", "evaluate", "locations", "expl
 class _Progress:
     """Prints one line per step, with its number, what it does and how long it took."""
 
-    def __init__(self, out: Path, total: int):
-        self.out, self.total, self.n, self.t0 = out, total, 0, time.perf_counter()
+    def __init__(self, total: int):
+        self.total, self.n, self.t0 = total, 0, time.perf_counter()
 
     def step(self, name: str, detail: str, done: bool) -> None:
         self.n += 1
@@ -71,7 +71,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", config: DemoConfig | None = N
     _check_same_config(out, config)
     images = out / "images"
     total = 2 + 2 * len(config.folds) + 4
-    p = _Progress(out, total)
+    p = _Progress(total)
 
     regions = images / "regions.csv"
     p.step("simulate", f"synthetic {config.image_size}² magnetograms {config.start} .. {config.end} every {config.cadence} "

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flarelens import __version__, evaluate, metrics
+from flarelens import __version__, evaluate
 from flarelens.errors import FlareLensError
 from flarelens.fileio import write_text
 
@@ -161,14 +161,15 @@ def _training_figure(runs: list[TrainingRun]) -> str:
     return _png(fig)
 
 
-def _probability_figure(frames: list[pd.DataFrame], names: list[str]) -> str:
+def _probability_figure(frames: list[pd.DataFrame]) -> str:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.5, 3.2))
     ax = fig.subplots()
     bins = np.linspace(0, 1, 21)
-    prob = pd.concat(frames)["flare_prob"].to_numpy(float)
-    target = pd.concat(frames)["target"].to_numpy(float)
+    pooled = pd.concat(frames)
+    prob = pooled["flare_prob"].to_numpy(float)
+    target = pooled["target"].to_numpy(float)
     ax.hist(prob[target == 0], bins=bins, alpha=0.6, label="no flare >= M1.0 (NF)", color="tab:blue")
     ax.hist(prob[target == 1], bins=bins, alpha=0.6, label="flare >= M1.0 (FL)", color="tab:red")
     ax.axvline(0.5, color="k", lw=1, ls="--")
@@ -227,7 +228,7 @@ def _data_section(run_dir: Path) -> str:
         f"{total_pos:,} positive (a flare >= the threshold starts in the next window), "
         f"{len(labels) - total_pos:,} negative. Fold k holds the k-th quarter of every year."
     )
-    if (run_dir / "images" / "regions.csv").is_file() or any(run_dir.glob("*/regions.csv")):
+    if any(run_dir.glob("*/regions.csv")):
         text += (" <strong>The images are synthetic</strong> (<code>flarelens simulate</code>): active regions "
                  "placed where the real GOES catalog's flares happened.")
     return _p(text) + _table(per_fold.reset_index(), floatfmt="{:.2f}")
@@ -275,7 +276,7 @@ def _skill_section(pred_paths: list[Path], run_dir: Path, threshold: float) -> t
         for r in rows
     )
     body = (summary + explain + _table(table) + "<h3>Confusion matrices</h3>" + f'<div class="cms">{matrices}</div>'
-            + "<h3>Predicted probabilities</h3>" + _probability_figure(frames, [r["predictions"] for r in rows]))
+            + "<h3>Predicted probabilities</h3>" + _probability_figure(frames))
     return body, frames
 
 
@@ -308,7 +309,7 @@ def _locations_section(frames: list[pd.DataFrame], threshold: float) -> str:
     )
 
 
-def _explain_section(runs: list[ExplainRun], run_dir: Path) -> str:
+def _explain_section(runs: list[ExplainRun]) -> str:
     if not runs:
         return _p("No explanation output (scores.csv + summary.json) in this directory; make one with "
                   "<code>flarelens explain</code>.")
@@ -398,7 +399,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         ("training", "Training", _training_figure(runs) if runs else _p("No training history.")),
         ("skill", "Skill: TSS and HSS", skill),
         ("locations", "Central vs near-limb flares", _locations_section(frames, threshold)),
-        ("explanations", "Where the model looks", _explain_section(explains, run_dir)),
+        ("explanations", "Where the model looks", _explain_section(explains)),
     ]
     nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in sections)
     body = "".join(_section(a, t, b) for a, t, b in sections)
