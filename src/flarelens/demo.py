@@ -3,7 +3,7 @@
 simulate (synthetic magnetograms from the real GOES catalog) -> label -> train ->
 predict -> evaluate -> locations -> explain -> report, all under one run directory. Each
 step is the same library function the matching subcommand calls, each leaves files with
-the contracts of DESIGN.md, and a step whose output is already there is skipped, so
+the contracts of docs/design.md, and a step whose output is already there is skipped, so
 running the demo again resumes where it stopped (and is a no-op once complete).
 """
 

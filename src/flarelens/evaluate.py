@@ -3,7 +3,7 @@ the flares that were missed lie.
 
 Three prediction-file formats are read; the format is recognised from the header:
 
-* ``flarelens`` — our predictions.csv (DESIGN.md): ``timestamp, file, flare_prob, target,
+* ``flarelens`` — our predictions.csv (docs/design.md): ``timestamp, file, flare_prob, target,
   goes_class, fl_lon, fl_lat, fold`` (+ any other label columns). ``fl_lon``/``fl_lat``
   are Stonyhurst heliographic degrees of the window's largest flare, empty when unknown.
 * ``study`` — the original study's per-fold validation predictions:
@@ -50,7 +50,7 @@ NORMALISED_COLUMNS = ["timestamp", "time", "file", "flare_prob", "target", "goes
 #: Flare classes of the location analysis, largest first.
 LOCATION_CLASSES = ("X", "M")
 
-#: A flare is central when |longitude| <= LIMB_LONGITUDE degrees (DESIGN.md), near-limb beyond.
+#: A flare is central when |longitude| <= LIMB_LONGITUDE degrees (docs/design.md), near-limb beyond.
 LIMB_LONGITUDE = 70.0
 
 #: Recall-map cell size in degrees of longitude and latitude.

@@ -26,7 +26,7 @@ from flarelens.images import find_image, image_relpath
 DEFAULT_START = "2010-12-01 00:00"
 DEFAULT_END = "2018-12-31 23:00"
 
-#: Columns of labels.csv, in order (DESIGN.md, "labels.csv").
+#: Columns of labels.csv, in order (docs/design.md, "labels.csv").
 LABEL_COLUMNS = [
     "timestamp", "file", "target", "goes_class", "peak_flux", "fl_lon", "fl_lat", "fl_start",
     "other_flares", "fold",

@@ -1,7 +1,7 @@
 """Confusion counts and the skill scores of binary flare forecasts: TSS, HSS, and their
 aggregation over cross-validation folds.
 
-Definitions (DESIGN.md, "Definitions that must stay exact"), with P = TP + FN positives
+Definitions (docs/design.md, "Definitions that must stay exact"), with P = TP + FN positives
 and N = FP + TN negatives::
 
     TSS = TP / (TP + FN) - FP / (FP + TN)

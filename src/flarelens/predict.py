@@ -1,6 +1,6 @@
 """Flare probabilities from a trained checkpoint: for a labelled set, or for image files.
 
-:func:`predict_labels` writes the predictions contract of DESIGN.md — ``timestamp``,
+:func:`predict_labels` writes the predictions contract of docs/design.md — ``timestamp``,
 ``file``, ``flare_prob``, ``target`` and the label metadata carried through
 (``goes_class``, ``fl_lon``, ``fl_lat``, ``fold``, ...) — so evaluation and location
 analysis need no join. :func:`predict_files` is the operational use: the probability of a

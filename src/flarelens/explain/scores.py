@@ -27,7 +27,7 @@ import torch
 
 from flarelens.explain.attributions import NEUTRAL
 
-#: Central vs near-limb: a flare is central when |longitude| <= 70 degrees (DESIGN.md).
+#: Central vs near-limb: a flare is central when |longitude| <= 70 degrees (docs/design.md).
 LIMB_LONGITUDE = 70.0
 
 #: Deletion fractions of the on-disk pixels: 0, 5, ..., 50 %.
