@@ -57,7 +57,8 @@ class PredictionFile:
     """One predictions*.csv: its normalised table (scored rows only) and where it came from.
 
     ``frame`` is None when the file cannot be scored at all (see the run's problems);
-    ``training_rows`` counts rows left out because the scoring model trained on them.
+    ``training_rows`` counts rows left out because they were not held out from the scoring
+    model (it trained on them, or chose its epoch on them).
     """
 
     name: str
@@ -161,28 +162,29 @@ def non_finite_rows(path: Path) -> int:
     return int(np.sum(~(np.isfinite(prob) & (prob >= 0) & (prob <= 1))))
 
 
-def training_row_mask(frame: pd.DataFrame, run: TrainingRun | None) -> np.ndarray:
-    """Rows of a prediction table that the scoring model trained on.
+def not_held_out(frame: pd.DataFrame, run: TrainingRun | None) -> pd.Series:
+    """For each row of a prediction table, what it was to the scoring model if not held out, else ``""``.
 
-    A ``held_out`` column (written by ``flarelens predict``) is taken at its word; otherwise
-    a row is a training row when its ``fold`` differs from the fold the model of the run
-    directory holding the file was trained for (it trained on every other quarter).
+    The ``role`` column written by ``flarelens predict`` (``heldout``, ``inner``, ``train``,
+    ``purged``; docs/design.md) is taken at its word. Without it, a row whose ``fold``
+    differs from the fold the model was trained for (``model_fold``, else the config.json
+    of the run directory holding the file) is a ``train`` row: the model trained on every
+    other quarter.
     """
     n = len(frame)
-    if "held_out" in frame:
-        text = frame["held_out"].astype(str).str.strip().str.lower()
-        return text.isin({"0", "false", "no"}).to_numpy()
-    fold_col = None
-    for name in ("model_fold", "trained_fold"):
-        if name in frame:
-            fold_col = pd.to_numeric(frame[name], errors="coerce").to_numpy(float)
-    if fold_col is None and run is not None and run.fold is not None:
-        fold_col = np.full(n, float(run.fold))
-    if fold_col is None or "fold" not in frame:
-        return np.zeros(n, dtype=bool)
+    if "role" in frame:
+        role = frame["role"].fillna("").astype(str).str.strip().str.lower()
+        return role.where(~role.isin({"heldout", ""}), "")
+    model_fold = None
+    if "model_fold" in frame:
+        model_fold = pd.to_numeric(frame["model_fold"], errors="coerce").to_numpy(float)
+    elif run is not None and run.fold is not None:
+        model_fold = np.full(n, float(run.fold))
+    if model_fold is None or "fold" not in frame:
+        return pd.Series([""] * n, index=frame.index)
     fold = pd.to_numeric(frame["fold"], errors="coerce").to_numpy(float)
-    known = np.isfinite(fold) & np.isfinite(fold_col)
-    return known & (fold != fold_col)
+    trained = np.isfinite(fold) & np.isfinite(model_fold) & (fold != model_fold)
+    return pd.Series(np.where(trained, "train", ""), index=frame.index)
 
 
 def _owning_run(path: Path, runs: list[TrainingRun]) -> TrainingRun | None:
@@ -251,12 +253,14 @@ def collect(root: str | os.PathLike) -> RunContents:
             problems.append(Problem("unreadable", name, f"{exc}; left out"))
             predictions.append(PredictionFile(name, path, None, run))
             continue
-        mask = training_row_mask(frame, run)
+        roles = not_held_out(frame, run)
+        mask = (roles != "").to_numpy()
         n_train = int(mask.sum())
         if n_train:
             model = f"the model of {run.name}" if run is not None else "the model that scored them"
-            problems.append(Problem("training-rows", name, f"{n_train:,} of {len(frame):,} rows are training rows of "
-                                    f"{model}; they are left out of every score on this page"))
+            kinds = ", ".join(f"{k} {v:,}" for k, v in roles[mask].value_counts().sort_index().items())
+            problems.append(Problem("training-rows", name, f"{n_train:,} of {len(frame):,} rows are not held out from "
+                                    f"{model} ({kinds}); they are left out of every score on this page"))
             kept = frame.loc[~mask].reset_index(drop=True)
             kept.attrs.update(frame.attrs)
             frame = kept

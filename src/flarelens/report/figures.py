@@ -1,4 +1,4 @@
-"""The report's figures, each a PNG (bytes) drawn from plain numbers.
+"""The report's figures, each a matplotlib Figure drawn from plain numbers (:func:`to_png` embeds it).
 
 Rule for every figure: no legend sits on the data. Panels share one legend placed outside
 them (above or below), or the panels are small multiples that need none.
@@ -49,75 +49,82 @@ def _legend_below(fig, axes) -> None:
 
 def skill_figure(roc: Mapping[str, dict], reliability: Mapping[str, dict], thresholds: Mapping[str, dict],
                  points: Mapping[str, tuple[float, float]] | None = None,
-                 marks: Mapping[str, float] | None = None, climatology: float | None = None) -> bytes:
-    """ROC, reliability diagram and skill vs threshold side by side, one legend below.
+                 marks: Mapping[str, float] | None = None, climatology: float | None = None,
+                 levels: Mapping[str, float] | None = None):
+    """ROC, reliability diagram and skill vs threshold side by side, one legend below them all.
 
     ``roc``: name -> ``{"pofd": [...], "pod": [...]}`` (probability of false detection and of
     detection, one point per threshold); ``points``: name -> (pofd, pod) of yes/no forecasts
     (persistence) drawn as markers. ``reliability``: name -> ``{"forecast": [...], "observed":
     [...], "count": [...]}`` per probability bin (mean forecast probability, observed
-    frequency, instances). ``thresholds``: name -> ``{"threshold": [...], "tss": [...], "hss":
-    [...]}``; ``marks``: label -> threshold drawn as vertical lines; ``climatology``: the base
-    rate drawn on the reliability diagram.
+    frequency, instances; optional ``bin_low``), the counts drawn in a panel of their own
+    under the diagram. ``thresholds``: name -> ``{"threshold": [...], "tss": [...], "hss":
+    [...]}``; ``marks``: label -> threshold drawn as vertical lines; ``levels``: label -> TSS
+    of a yes/no forecast that has no threshold (persistence), drawn as horizontal lines;
+    ``climatology``: the base rate drawn on the reliability diagram.
     """
-    fig = _figure(12, 3.9)
-    ax_roc, ax_rel, ax_thr = fig.subplots(1, 3)
+    fig = _figure(12, 4.6)
+    grid = fig.add_gridspec(2, 3, height_ratios=[4, 1], hspace=0.45, wspace=0.35)
+    ax_roc = fig.add_subplot(grid[:, 0])
+    ax_rel = fig.add_subplot(grid[0, 1])
+    ax_cnt = fig.add_subplot(grid[1, 1], sharex=ax_rel)
+    ax_thr = fig.add_subplot(grid[:, 2])
 
     ax_roc.plot([0, 1], [0, 1], color="k", lw=0.8, ls=":", label="no skill")
     for name, c in roc.items():
         x, y = np.asarray(c["pofd"], float), np.asarray(c["pod"], float)
-        order = np.lexsort((y, x))
-        ax_roc.plot(np.r_[0, x[order], 1], np.r_[0, y[order], 1], color=colour(name), lw=1.6, label=name)
+        keep = np.isfinite(x) & np.isfinite(y)
+        order = np.lexsort((y[keep], x[keep]))
+        ax_roc.plot(np.r_[0, x[keep][order], 1], np.r_[0, y[keep][order], 1], color=colour(name), lw=1.6, label=name)
     for name, (x, y) in (points or {}).items():
         ax_roc.plot([x], [y], marker="D", ms=7, ls="none", color=colour(name), label=f"{name} (yes/no)")
     ax_roc.set(xlim=(0, 1), ylim=(0, 1), xlabel="false alarm rate POFD = FP/(FP+TN)", ylabel="hit rate POD = TP/(TP+FN)",
                title="ROC")
-    ax_roc.set_aspect("equal")
 
     ax_rel.plot([0, 1], [0, 1], color="k", lw=0.8, ls=":", label="perfect reliability")
     if climatology is not None and np.isfinite(climatology):
         ax_rel.axhline(climatology, color=colour("climatology"), lw=1, ls="--", label="climatology (base rate)")
-    for name, c in reliability.items():
+    width = 0.1 / max(len(reliability), 1)
+    for i, (name, c) in enumerate(reliability.items()):
         x = np.asarray(c["forecast"], float)
         y = np.asarray(c["observed"], float)
         n = np.asarray(c["count"], float)
         keep = np.isfinite(x) & np.isfinite(y) & (n > 0)
         ax_rel.plot(x[keep], y[keep], marker="o", ms=4, color=colour(name), lw=1.4, label=name)
-    ax_rel.set(xlim=(0, 1), ylim=(0, 1), xlabel="forecast probability (bin mean)", ylabel="observed flare frequency",
-               title="reliability")
-    ax_rel.set_aspect("equal")
-    if reliability:
-        # Counts per bin under the diagram, on their own axis, so they never hide the curve.
-        inset = ax_rel.inset_axes([0.0, -0.62, 1.0, 0.22])
-        width = 0.1 / max(len(reliability), 1)
-        for i, (name, c) in enumerate(reliability.items()):
-            x = np.asarray(c["forecast"], float)
-            lo = np.asarray(c.get("bin_low", np.floor(np.nan_to_num(x) * 10) / 10), float)
-            inset.bar(lo + i * width, np.asarray(c["count"], float), width=width, align="edge", color=colour(name))
-        inset.set_yscale("log")
-        inset.set_xlim(0, 1)
-        inset.set_ylabel("count", fontsize=7)
-        inset.tick_params(labelsize=7)
+        lo = np.asarray(c["bin_low"], float) if "bin_low" in c else np.arange(len(n)) / max(len(n), 1)
+        ax_cnt.bar(lo + i * width, n, width=width, align="edge", color=colour(name))
+    ax_rel.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed flare frequency", title="reliability")
+    ax_rel.tick_params(labelbottom=False)
+    ax_cnt.set_yscale("log")
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    ax_cnt.yaxis.set_major_locator(LogLocator(numticks=3))
+    ax_cnt.yaxis.set_minor_formatter(NullFormatter())
+    ax_cnt.set_xlabel("forecast probability (bin mean)")
+    ax_cnt.set_ylabel("count", fontsize=8)
+    ax_cnt.tick_params(labelsize=7)
 
     for name, c in thresholds.items():
         t = np.asarray(c["threshold"], float)
         ax_thr.plot(t, np.asarray(c["tss"], float), color=colour(name), lw=1.6, label=name)
         if "hss" in c:
             ax_thr.plot(t, np.asarray(c["hss"], float), color=colour(name), lw=1.2, ls="--")
-    ax_thr.plot([], [], color="k", lw=1.6, label="TSS (solid)")
-    ax_thr.plot([], [], color="k", lw=1.2, ls="--", label="HSS (dashed)")
+    if thresholds:
+        ax_thr.plot([], [], color="k", lw=1.6, label="TSS (solid)")
+        ax_thr.plot([], [], color="k", lw=1.2, ls="--", label="HSS (dashed)")
+    for label, value in (levels or {}).items():
+        ax_thr.axhline(value, color=colour(label.split(" ")[0]), lw=1.2, ls=":", label=label)
     for i, (label, value) in enumerate((marks or {}).items()):
         ax_thr.axvline(value, color="k", lw=0.8, ls=[":", "-."][i % 2], label=label)
     ax_thr.axhline(0, color="k", lw=0.5)
     ax_thr.set(xlim=(0, 1), xlabel="probability threshold", ylabel="skill", title="skill vs threshold")
-    for ax in (ax_roc, ax_rel, ax_thr):
+    for ax in (ax_roc, ax_rel, ax_cnt, ax_thr):
         ax.grid(alpha=0.3)
-    fig.subplots_adjust(wspace=0.35)
     _legend_below(fig, [ax_roc, ax_rel, ax_thr])
-    return to_png(fig)
+    return fig
 
 
-def training_figure(runs: Sequence[dict], per_row: int = 4) -> bytes:
+def training_figure(runs: Sequence[dict], per_row: int = 4):
     """Small multiples, one column per training run: loss, skill and learning rate per epoch.
 
     ``runs``: ``{"name", "epoch": [...], "curves": {"loss" | "skill" | "lr": {label: [...]}},
@@ -166,10 +173,10 @@ def training_figure(runs: Sequence[dict], per_row: int = 4) -> bytes:
     if labels:
         fig.legend([handles[lbl] for lbl in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 1.0),
                    ncol=len(labels), fontsize=8, frameon=False)
-    return to_png(fig)
+    return fig
 
 
-def probability_figure(prob_nf: np.ndarray, prob_fl: np.ndarray, threshold: float) -> bytes:
+def probability_figure(prob_nf: np.ndarray, prob_fl: np.ndarray, threshold: float):
     """Histogram of the forecast probabilities of non-flaring and flaring instances (legend below)."""
     fig = _figure(5.5, 3.0)
     ax = fig.subplots()
@@ -182,4 +189,4 @@ def probability_figure(prob_nf: np.ndarray, prob_fl: np.ndarray, threshold: floa
     ax.set_yscale("log")
     _legend_below(fig, [ax])
     fig.subplots_adjust(bottom=0.22)
-    return to_png(fig)
+    return fig

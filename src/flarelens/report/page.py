@@ -37,6 +37,7 @@ PROBLEM_TITLES = {
     "diverged": "Training diverged",
     "unreadable": "Unreadable file",
     "selection": "Model chosen on the scored fold",
+    "verification": "Verification",
 }
 
 
@@ -113,10 +114,11 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if scored:
         result = score(contents, threshold)
         view = skill_view(result, [pf.name for pf in scored], [_fold_text(pf.frame) for pf in scored])
+        problems += [Problem("verification", "evaluate", w) for w in view["warnings"]]
         pooled = pd.concat([pf.frame[["flare_prob", "target"]] for pf in scored], ignore_index=True)
         prob = pooled["flare_prob"].to_numpy(float)
         target = pooled["target"].to_numpy(float, na_value=0)
-        hist = figures.probability_figure(prob[target == 0], prob[target == 1], threshold)
+        hist = figures.to_png(figures.probability_figure(prob[target == 0], prob[target == 1], threshold))
         owners = {pf.run.name for pf in scored if pf.run is not None}
         sel_text = selection_sentence([(name, s) for name, s in selections if name in owners])
         skill = skill_section(view, threshold, sel_text, hist, len(pooled), synthetic)

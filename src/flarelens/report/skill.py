@@ -49,8 +49,8 @@ FORECASTS = (("model", "model"), ("calibrated", "model (calibrated)"), ("persist
 
 
 def _scores(item: Mapping | None) -> dict | None:
-    """The scores of one file / pooled entry: ``{"tss", "hss", "bss", "auc", "brier", "ci": {...}}``."""
-    if not item:
+    """The scores of one FILE entry: ``{"tss", "hss", "bss", "auc", "brier", counts, "ci": {...}}``."""
+    if not isinstance(item, Mapping):
         return None
     out = {k: item.get(k) for k in ("tss", "hss", "bss", "auc", "brier", "tp", "fp", "tn", "fn")}
     out["ci"] = dict(item.get("ci") or {})
@@ -58,8 +58,8 @@ def _scores(item: Mapping | None) -> dict | None:
 
 
 def _pooled(result: Mapping) -> Mapping | None:
-    """The pooled-over-files entry of a result; without one, the pooled confusion counts."""
-    if result.get("pooled"):
+    """The pooled FILE entry of a result; for a result without one, the pooled confusion counts."""
+    if isinstance(result.get("pooled"), Mapping):
         return result["pooled"]
     files = result.get("files") or []
     if not files or not all(all(k in f for k in ("tp", "fp", "tn", "fn")) for f in files):
@@ -70,100 +70,102 @@ def _pooled(result: Mapping) -> Mapping | None:
     return c.as_dict()
 
 
+def _columns(value) -> dict[str, np.ndarray]:
+    """A curve given as columns (``{"x": [...], "y": [...]}``), as float arrays (null -> NaN)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: np.array([np.nan if x is None else x for x in v], float) for k, v in value.items()
+            if isinstance(v, (list, tuple))}
+
+
 def _curves(item: Mapping | None) -> dict:
-    """ROC, reliability and threshold curves of one entry, as the figure takes them."""
+    """ROC, reliability and threshold curves of one FILE entry, as the figure takes them."""
     out = {}
-    if not item:
+    if not isinstance(item, Mapping):
         return out
-    curve = item.get("threshold_curve")
-    if isinstance(curve, Mapping):  # columns
-        rows = [dict(zip(curve, vals)) for vals in zip(*curve.values())]
-    else:
-        rows = list(curve or [])
-    if rows:
-        t = np.array([r.get("threshold", np.nan) for r in rows], float)
-        tss = np.array([r.get("tss", np.nan) for r in rows], float)
-        out["thresholds"] = {"threshold": t, "tss": tss, "hss": np.array([r.get("hss", np.nan) for r in rows], float)}
-        pod = np.array([r.get("pod", np.nan) for r in rows], float)
-        # POFD = POD − TSS by the definition of TSS, when the curve does not carry it.
-        pofd = np.array([r.get("pofd", p_ - s) for r, p_, s in zip(rows, pod, tss)], float)
-        if np.isfinite(pod).any():
-            out["roc"] = {"pofd": pofd, "pod": pod}
-    if item.get("roc"):
-        roc = item["roc"]
-        out["roc"] = {"pofd": np.asarray(roc.get("pofd", roc.get("fpr")), float),
-                      "pod": np.asarray(roc.get("pod", roc.get("tpr")), float)}
-    bins = item.get("reliability")
-    if isinstance(bins, Mapping):
-        bins = [dict(zip(bins, vals)) for vals in zip(*bins.values())]
-    if bins:
-        out["reliability"] = {
-            "forecast": np.array([b.get("forecast", b.get("mean_prob", b.get("prob_mean", np.nan))) for b in bins], float),
-            "observed": np.array([b.get("observed", b.get("frequency", b.get("obs_freq", np.nan))) for b in bins], float),
-            "count": np.array([b.get("count", b.get("n", 0)) or 0 for b in bins], float),
-            "bin_low": np.array([b.get("low", b.get("bin_low", np.nan)) for b in bins], float),
-        }
-        if not np.isfinite(out["reliability"]["bin_low"]).all():
-            del out["reliability"]["bin_low"]
+    roc = _columns(item.get("roc"))
+    if "pofd" in roc and "pod" in roc:
+        out["roc"] = {"pofd": roc["pofd"], "pod": roc["pod"]}
+    curve = _columns(item.get("threshold_curve"))
+    if "threshold" in curve and "tss" in curve:
+        out["thresholds"] = {k: curve[k] for k in ("threshold", "tss", "hss") if k in curve}
+    rel = _columns(item.get("reliability"))
+    if "mean_prob" in rel and "observed" in rel and "count" in rel:
+        out["reliability"] = {"forecast": rel["mean_prob"], "observed": rel["observed"],
+                              "count": np.nan_to_num(rel["count"])}
+        if "bin_low" in rel:
+            out["reliability"]["bin_low"] = rel["bin_low"]
     return out
 
 
+def _inner_threshold(item: Mapping | None) -> dict | None:
+    value = item.get("inner_threshold") if isinstance(item, Mapping) else None
+    return value if isinstance(value, Mapping) and value.get("threshold") is not None else None
+
+
 def skill_view(result: Mapping, names: Sequence[str] | None = None, folds: Sequence[str] | None = None) -> dict:
-    """The numbers of the Skill section from a verification result (``evaluate --json``'s structure).
+    """The numbers of the Skill section from a verification result (``evaluate --json``'s structure,
+    docs/design.md).
 
     ``names``/``folds``: how each of ``result["files"]`` is called on the page and its fold
-    (as text). Returns ``{"forecasts": [{"name", "tss", "hss", "bss", "auc", "brier", "ci"}],
-    "difference": {...} | None, "curves": {name: {...}}, "points": {...}, "climatology": base
-    rate | None, "per_file": [...], "threshold_tuned": float | None, "base_rate_source": str}``.
+    (as text). Returns ``{"forecasts": [{"name", "tss", "hss", "bss", "auc", "brier", counts,
+    "ci"}], "difference": {...} | None, "curves": {name: {"roc", "reliability", "thresholds"}},
+    "points": {name: (pofd, pod)}, "climatology": base rate | None, "per_file": [...],
+    "inner_threshold": {...} | None, "baseline_error": str | None, "warnings": [...]}``.
     """
     files = list(result.get("files") or [])
     names = list(names) if names is not None else [f.get("path", f"file {i + 1}") for i, f in enumerate(files)]
     folds = list(folds) if folds is not None else ["—"] * len(files)
     baselines = result.get("baselines") or {}
+    model = _pooled(result)
+    entries = {
+        "model": model,
+        "calibrated": model.get("calibrated") if isinstance(model, Mapping) else None,
+        "persistence": (baselines.get("persistence") or {}).get("pooled"),
+        "climatology": (baselines.get("climatology") or {}).get("pooled"),
+    }
     forecasts, curves = [], {}
     for key, label in FORECASTS:
-        if key == "model":
-            entry = _pooled(result)
-        elif key == "calibrated":
-            entry = result.get("calibrated", {}).get("pooled") if isinstance(result.get("calibrated"), Mapping) else None
-        else:
-            base = baselines.get(key) or {}
-            entry = base.get("pooled") or base.get("mean")
-        scores = _scores(entry)
+        scores = _scores(entries[key])
         if scores is None:
             continue
         forecasts.append({"name": label, **scores})
-        c = _curves(entry)
+        c = _curves(entries[key])
         if c:
             curves[label] = c
-    diff = result.get("difference") or (baselines.get("persistence") or {}).get("difference")
-    if isinstance(diff, Mapping) and "pooled" in diff:
-        diff = diff["pooled"]
-    per_file = []
+    pers = entries["persistence"]
+    diff = pers.get("difference") if isinstance(pers, Mapping) else None
+    points = {}
+    if isinstance(pers, Mapping) and all(pers.get(k) is not None for k in ("tp", "fp", "tn", "fn")):
+        tp, fp, tn, fn = (int(pers[k]) for k in ("tp", "fp", "tn", "fn"))
+        points["persistence"] = (fp / (fp + tn) if fp + tn else 0.0, tp / (tp + fn) if tp + fn else 0.0)
     pers_files = (baselines.get("persistence") or {}).get("files") or []
+    per_file = []
     for i, f in enumerate(files):
         row = {"name": names[i], "fold": folds[i], **_scores(f)}
-        row["instances"] = sum(int(f.get(k, 0)) for k in ("tp", "fp", "tn", "fn"))
-        if i < len(pers_files):
+        row["instances"] = int(f.get("n", sum(int(f.get(k, 0)) for k in ("tp", "fp", "tn", "fn"))))
+        if i < len(pers_files) and isinstance(pers_files[i], Mapping):
             row["persistence_tss"] = pers_files[i].get("tss")
+            d = pers_files[i].get("difference")
+            row["difference"] = _scores(d) if isinstance(d, Mapping) else None
+        row["inner_threshold"] = _inner_threshold(f)
+        clim = f.get("climatology") if isinstance(f.get("climatology"), Mapping) else {}
+        row["base_rate"], row["base_rate_source"] = clim.get("rate"), clim.get("source")
         per_file.append(row)
-    points = {}
-    for fc in forecasts:
-        if fc["name"] == "persistence" and all(fc.get(k) is not None for k in ("tp", "fp", "tn", "fn")):
-            tp, fp, tn, fn = (int(fc[k]) for k in ("tp", "fp", "tn", "fn"))
-            points["persistence"] = (fp / (fp + tn) if fp + tn else 0.0, tp / (tp + fn) if tp + fn else 0.0)
-    clim = baselines.get("climatology") or {}
-    rate = clim.get("base_rate", result.get("base_rate"))
+    clim = model.get("climatology") if isinstance(model, Mapping) and isinstance(model.get("climatology"), Mapping) else {}
+    sources = sorted({r["base_rate_source"] for r in per_file if r.get("base_rate_source")})
     return {
         "forecasts": forecasts,
-        "difference": _scores(diff) if isinstance(diff, Mapping) else None,
+        "difference": _scores(diff),
         "curves": curves,
         "points": points,
-        "climatology": rate,
+        "climatology": clim.get("rate"),
+        "base_rate_sources": sources,
         "per_file": per_file,
-        "threshold_tuned": result.get("threshold_inner", result.get("tuned_threshold")),
-        "base_rate_source": clim.get("source", result.get("base_rate_source")),
-        "threshold": result.get("threshold"),
+        "inner_threshold": _inner_threshold(model),
+        "baseline_error": baselines.get("error"),
+        "warnings": list(result.get("warnings") or []),
+        "bootstrap": result.get("bootstrap") or {},
     }
 
 
@@ -212,17 +214,24 @@ def main_table(view: Mapping) -> str:
 def per_file_table(view: Mapping) -> str:
     """One row per predictions file, with the study's per-fold numbers (theirs) beside ours."""
     study = STUDY_REFERENCE["folds"]
-    header = ["predictions", "fold", "instances", "TP", "FP", "TN", "FN", "TSS", "HSS", "BSS", "ROC area",
-              "persistence TSS", "study TSS <em>(theirs)</em>", "study HSS <em>(theirs)</em>"]
+    inner = any(r.get("inner_threshold") for r in view["per_file"])
+    header = (["predictions", "fold", "instances", "TSS", "HSS", "BSS", "ROC area",
+               "persistence TSS", "model − persistence TSS"]
+              + (["TSS at the inner block's threshold"] if inner else [])
+              + ["the study's TSS / HSS <em>(theirs)</em>"])
     rows = []
     for r in view["per_file"]:
         fold = r["fold"]
         theirs = study.get(int(fold)) if str(fold).isdigit() else None
-        rows.append([esc(r["name"]), esc(fold), f"{r['instances']:,}"]
-                    + [f"{int(r[k]):,}" if r.get(k) is not None else "—" for k in ("tp", "fp", "tn", "fn")]
-                    + [interval(r.get(k), r["ci"].get(k)) for k in ("tss", "hss", "bss", "auc")]
-                    + [num(r.get("persistence_tss")),
-                       num(theirs[0], 4) if theirs else "—", num(theirs[1], 4) if theirs else "—"])
+        d = r.get("difference")
+        row = ([esc(r["name"]), esc(fold), f"{r['instances']:,}"]
+               + [interval(r.get(k), r["ci"].get(k)) for k in ("tss", "hss", "bss", "auc")]
+               + [num(r.get("persistence_tss")), interval(d.get("tss"), d["ci"].get("tss")) if d else "—"])
+        if inner:
+            it = r.get("inner_threshold")
+            row.append(f"{num(it.get('tss'))} ({num(it['threshold'])})" if it else "—")
+        row.append(f'<span class="theirs">{num(theirs[0], 4)} / {num(theirs[1], 4)}</span>' if theirs else "—")
+        rows.append(row)
     return html_table(header, rows)
 
 
@@ -243,16 +252,36 @@ def confusion_matrices(view: Mapping) -> str:
 def skill_figure(view: Mapping, threshold: float) -> str:
     """ROC, reliability and skill-vs-threshold panels of the view, or a line saying why there are none."""
     curves = view["curves"]
-    roc = {n: c["roc"] for n, c in curves.items() if "roc" in c}
-    rel = {n: c["reliability"] for n, c in curves.items() if "reliability" in c}
-    thr = {n: c["thresholds"] for n, c in curves.items() if "thresholds" in c}
+    # Climatology is one constant probability: its ROC is the diagonal and its skill 0 at every
+    # threshold, so it appears only as the base-rate line of the reliability diagram.
+    roc = {n: c["roc"] for n, c in curves.items() if "roc" in c and n != "climatology"}
+    rel = {n: c["reliability"] for n, c in curves.items() if "reliability" in c and n != "climatology"}
+    # Persistence is a yes/no forecast: a level (its TSS), not a curve over the model's threshold.
+    thr = {n: c["thresholds"] for n, c in curves.items() if "thresholds" in c and n not in ("climatology", "persistence")}
+    pers = next((f for f in view["forecasts"] if f["name"] == "persistence"), None)
+    levels = {"persistence TSS (yes/no)": float(pers["tss"])} if pers and pers.get("tss") is not None else {}
     if not (roc or rel or thr):
         return p("No ROC, reliability or threshold curves in the verification result.", "note")
     marks = {f"threshold {threshold:g}": threshold}
-    if view.get("threshold_tuned") is not None:
-        marks[f"threshold chosen on the inner block ({view['threshold_tuned']:.2f})"] = float(view["threshold_tuned"])
-    png = figures.skill_figure(roc, rel, thr, points=view.get("points"), marks=marks, climatology=view.get("climatology"))
+    inner = view.get("inner_threshold")
+    if inner:
+        marks[f"threshold chosen on the inner block ({float(inner['threshold']):.2f})"] = float(inner["threshold"])
+    png = figures.to_png(figures.skill_figure(roc, rel, thr, points=view.get("points"), marks=marks, climatology=view.get("climatology"),
+                                                      levels=levels))
     return img(png, "ROC, reliability diagram and skill vs threshold")
+
+
+def _bootstrap_text(boot: Mapping) -> str:
+    if not boot:
+        return "95 % intervals where the verification result gives them"
+    days = boot.get("block_days", 1)
+    level = boot.get("level", 0.95)
+    return (f"{level:.0%} intervals from a block bootstrap over whole days ({boot.get('resamples', '?')} resamples of "
+            f"{days}-day blocks, seed {boot.get('seed', '?')}), not the spread of the folds")
+
+
+SOURCES = {"run": "the model's training rows", "other files": "the other scored files' rows of other quarters",
+           "scored file": "the scored file itself (no run known)"}
 
 
 def skill_section(view: Mapping, threshold: float, selection: str, probability_png: bytes | None, n_instances: int,
@@ -265,16 +294,21 @@ def skill_section(view: Mapping, threshold: float, selection: str, probability_p
     if not view["forecasts"]:
         return p("No predictions*.csv to score in this directory.")
     n_files = len(view["per_file"])
-    source = view.get("base_rate_source")
     body = p(verdict(view), "answer")
     body += p(f"{n_instances:,} held-out instances in {n_files} prediction file{'s' if n_files != 1 else ''}, pooled; "
-              "95 % intervals from the verification library's block bootstrap (whole days), not the spread of the folds. "
-              + selection)
+              f"{_bootstrap_text(view.get('bootstrap') or {})}. " + selection)
     body += main_table(view)
-    body += p(SCORE_HELP.format(threshold=threshold)
-              + (f" Climatology is the base rate of {esc(source)}." if source else "")
-              + " The study's numbers are theirs, printed for reference: real magnetograms at 512², not comparable with a "
-              "synthetic demo.", "note")
+    notes = SCORE_HELP.format(threshold=threshold)
+    sources = [SOURCES.get(s, s) for s in view.get("base_rate_sources") or []]
+    if sources:
+        notes += f" Climatology (the BSS reference) is the base rate of {esc(' / '.join(sources))}."
+    notes += (" Persistence: yes at time t when a flare >= M1.0 started in the 24 h up to t; its probabilities are "
+              "the training flare rate of each persistence state.")
+    notes += (" The study's numbers are theirs, printed for reference: real magnetograms at 512², not comparable with "
+              "a synthetic demo.")
+    body += p(notes, "note")
+    if view.get("baseline_error"):
+        body += p(f"<strong>No baselines</strong>: {esc(view['baseline_error'])}", "note")
     if synthetic:
         body += p("<strong>Synthetic images</strong>: these scores measure the pipeline, not a forecast of the real Sun.",
                   "note")

@@ -101,7 +101,7 @@ def training_section(runs: Sequence[dict], selections: Sequence[tuple[str, dict]
               "(the selection's rows, when the run has one) and the held-out fold (reported only). A held-out curve "
               "far above the inner one, or a selected epoch at a held-out peak, is a sign of selection on the test set.",
               "note")
-    body += img(figures.training_figure(runs), "training curves per run")
+    body += img(figures.to_png(figures.training_figure(runs)), "training curves per run")
     return body
 
 
