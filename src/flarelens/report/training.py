@@ -126,6 +126,13 @@ def config_section(runs: Sequence[tuple[str, Mapping]]) -> str:
     """The configuration table, folded: it is reference material, not the answer."""
     if not runs:
         return p("No training run (no history.csv) in this directory.")
-    n = sum(1 for _, c in runs if c)
-    return details(f"Settings of {len(runs)} training run{'s' if len(runs) != 1 else ''} "
-                   f"({n} with a config.json) — click to show", config_table(runs))
+    missing = [name for name, c in runs if not c]
+    body = ""
+    if missing:
+        body = p(f"{esc(', '.join(missing))}: no config.json (a run made before <code>flarelens train</code> wrote one; "
+                 "its settings are inside its checkpoint, which the report does not load).", "note")
+    with_config = [(name, c) for name, c in runs if c]
+    if with_config:
+        body += details(f"Settings of {len(with_config)} training run{'s' if len(with_config) != 1 else ''} "
+                        "(from config.json) — click to show", config_table(with_config))
+    return body
