@@ -152,7 +152,11 @@ def test_warnings_head_the_page_and_bad_rows_are_left_out_of_every_score(tmp_pat
     kept = [pred1, pred2[pred2["role"] == "heldout"]]
     tss, hss = pooled_tss_hss(kept)
     assert model_row(page)[:2] == [f"{tss:.2f}", f"{hss:.2f}"]
-    assert "fold3/predictions.csv</th>" not in section_html(page, "skill")
+    assert f"{sum(map(len, kept)):,} held-out instances in 2 prediction files" in page
+    skill = section_html(page, "skill")
+    for name, frame in zip(("fold1", "fold2"), kept):
+        assert re.search(rf"<th>{name}/predictions.csv</th><td>{name[-1]}</td><td>{len(frame):,}</td>", skill)
+    assert "fold3/predictions.csv</th>" not in skill
 
 
 def test_no_checkpoint_is_loaded_for_the_configuration(tmp_path, monkeypatch):
