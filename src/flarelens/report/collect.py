@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flarelens import evaluate
+from flarelens import evaluate, rundir
 from flarelens.errors import FlareLensError
 
 logger = logging.getLogger(__name__)
@@ -125,16 +125,19 @@ def rel(path: Path, root: Path) -> str:
 
 
 def read_config(path: Path) -> dict:
-    """A training run's configuration from its config.json (``{}`` when absent or unreadable)."""
-    file = path / "config.json"
-    if not file.is_file():
+    """A training run's configuration from its config.json (``{}`` when absent or unreadable).
+
+    Only config.json is read (through :mod:`flarelens.rundir`): a run made before config.json
+    existed keeps its settings inside its checkpoint, which is not loaded for a page.
+    """
+    run = rundir.RunDir(path)
+    if not run.config.is_file():
         return {}
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        logger.warning("%s: unreadable (%s); the run's configuration is left out", file, exc)
+        return rundir.read_config(path)
+    except FlareLensError as exc:
+        logger.warning("%s; the run's configuration is left out", exc)
         return {}
-    return config if isinstance(config, dict) else {}
 
 
 def diverged(history: pd.DataFrame, config: dict) -> str | None:
