@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flarelens import evaluate
+from flarelens import evaluate, locations
 from flarelens.cli import main
 from flarelens.labels import make_labels
 from flarelens.report import figures
 from flarelens.report.explanations import explanation_block
-from flarelens.report.locations import locations_section
+from flarelens.report.limb import locations_section
 from flarelens.report.skill import main_table, skill_view, verdict
 from flarelens.report.training import selection
 
@@ -91,6 +91,13 @@ def test_report_opens_with_the_answer_and_its_numbers_are_the_librarys(tmp_path)
         row = re.search(rf"<th>{re.escape(name)}</th>(.*?)</tr>", skill).group(1)
         assert f"<td>{item['tss']:.2f}" in row and f"<td>{item['hss']:.2f}" in row
         assert f"{item['tp']:,} TP" in skill and f"{item['fn']:,} FN" in skill
+    # Central vs near-limb: the library's location analysis on the same files.
+    where = locations.location_analysis(paths)
+    loc = section_html(page, "locations").split("<tbody>")[1]
+    for cls, parts in where.items():
+        for region, key in (("central", "central"), ("near-limb (", "limb")):
+            row = re.search(rf"<tr><th>{cls}</th><td>{re.escape(region)}[^<]*</td><td>(\d+)</td><td>(\d+)</td>", loc)
+            assert (int(row.group(1)), int(row.group(2))) == (parts[key]["tp"], parts[key]["fn"])
     # The study's numbers stay beside ours, marked as theirs.
     assert re.search(r'<tr class="theirs"><th>[^<]*VGG16[^<]*<em>theirs, published</em>.*?<td>0\.51</td><td>0\.35</td>', skill)
     assert "0.5751 / 0.4401" in skill
@@ -241,16 +248,29 @@ def test_main_table_has_model_baselines_difference_and_theirs():
 # --------------------------------------------------------------------------- locations and explanations (issue 15)
 
 
-def test_locations_split_by_visibility_and_say_what_a_hidden_hit_means():
-    result = {"X": {"central": {"tp": 10, "fn": 2}, "limb": {"tp": 3, "fn": 4},
-                    "limb_visible": {"tp": 2, "fn": 1}, "limb_hidden": {"tp": 1, "fn": 3}, "unknown": 1}}
+def test_locations_split_by_visibility_and_side_and_say_what_a_hidden_hit_means():
+    east_vis, east_hid, west_vis, west_hid = (2, 1), (0, 3), (1, 0), (1, 0)
+    vis = (east_vis[0] + west_vis[0], east_vis[1] + west_vis[1])
+    hid = (east_hid[0] + west_hid[0], east_hid[1] + west_hid[1])
+    tp_fn = lambda c: {"tp": c[0], "fn": c[1]}  # noqa: E731
+    result = {"X": {"central": tp_fn((10, 2)), "limb": tp_fn((vis[0] + hid[0], vis[1] + hid[1])), "unknown": 1,
+                    "limb_visible": tp_fn(vis), "limb_hidden": tp_fn(hid),
+                    "limb_east_visible": tp_fn(east_vis), "limb_east_hidden": tp_fn(east_hid),
+                    "limb_west_visible": tp_fn(west_vis), "limb_west_hidden": tp_fn(west_hid)}}
     html = locations_section(result, None)
-    rows = re.findall(r"<tr><th>X</th><td>(.*?)</td><td>(\d+)</td><td>(\d+)</td><td>(.*?)</td>", html)
-    regions = [r[0].replace("&emsp;", "") for r in rows]
-    assert regions == ["central (|lon| ≤ 70°)", "near-limb (|lon| &gt; 70°), all",
-                       "near-limb, source visible at image time", "near-limb, source hidden at image time"]
-    assert [(int(r[1]), int(r[2])) for r in rows] == [(10, 2), (3, 4), (2, 1), (1, 3)]
-    assert rows[2][3] == f"{2 / 3:.2f}"
+    body = html.split("<tbody>")[1]
+    rows = {r[0]: r[1] for r in re.findall(r"<tr><th>X</th><td>(.*?)</td>(.*?)</tr>", body)}
+    cells = {k: re.findall(r"<td[^>]*>(.*?)</td>", v) for k, v in rows.items()}
+    recall = lambda c: f"{c[0] / (c[0] + c[1]):.2f}"  # noqa: E731
+    assert cells["central (|lon| ≤ 70°)"] == ["10", "2", recall((10, 2)), "—", "—"]
+    limb = (vis[0] + hid[0], vis[1] + hid[1])
+    assert cells["near-limb (|lon| &gt; 70°)"] == [str(limb[0]), str(limb[1]), recall(limb),
+                                                 str(vis[0]), str(vis[1]), recall(vis), str(hid[0]), str(hid[1])]
+    east = (east_vis[0] + east_hid[0], east_vis[1] + east_hid[1])
+    assert cells["near-limb east (lon &lt; −70°)"] == [str(east[0]), str(east[1]), recall(east), str(east_vis[0]),
+                                                     str(east_vis[1]), recall(east_vis), str(east_hid[0]), str(east_hid[1])]
+    assert cells["near-limb west (lon &gt; 70°)"][:2] == ["2", "0"]
+    assert cells["position unknown"][0].startswith("1 instance,")
     assert "predicted the flare from something else on the disk" in html
 
 

@@ -84,7 +84,7 @@ def test_catalog_regions_group_by_number_and_position(tmp_path):
     # The region's position, carried to its first flare, is where that flare was.
     r = by_id["AR11111"]
     t = cat["start"].iloc[0]
-    lon = geometry.stonyhurst_lon(r["carr"] + sim._drift(r["lat"], geometry.to_days(t) - r["t_ref"]), t)
+    lon = geometry.stonyhurst_lon(r["carr"] + geometry.carrington_drift(r["lat"], geometry.to_days(t) - r["t_ref"]), t)
     assert abs(lon - 10) < 1.5 and r["lat"] == -15
 
 
@@ -365,6 +365,6 @@ def test_regions_are_drawn_whole_not_cut_at_a_box():
         (st,) = sim.region_states(model, T.value, eph)
         px_deg = 180.0 / (np.pi * geometry.disk(T, size).radius)
         whole = np.zeros((size, size))
-        sim._add_kernels(whole, lon_g, lat_g, size, size / 2, size / 2, size, st.lon, st.lat, st.u, st.v, st.sigma, st.amp, px_deg)
+        sim.add_kernels(whole, lon_g, lat_g, size, size / 2, size / 2, size, st.lon, st.lat, st.u, st.v, st.sigma, st.amp, px_deg)
         whole = np.nan_to_num(whole * mu)
         assert np.abs(boxed - whole).max() < 2.0  # gauss

@@ -8,7 +8,7 @@ embedded as base64 PNG, and no script runs on the page, so it reads offline as i
 
 Modules: :mod:`~flarelens.report.collect` (what the directory holds and what is wrong
 with it), one module per section (:mod:`~flarelens.report.skill`,
-:mod:`~flarelens.report.locations`, :mod:`~flarelens.report.explanations`,
+:mod:`~flarelens.report.limb`, :mod:`~flarelens.report.explanations`,
 :mod:`~flarelens.report.training`), :mod:`~flarelens.report.figures` (the PNGs),
 :mod:`~flarelens.report.markup` (HTML pieces) and :mod:`~flarelens.report.page` (the page).
 """

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flarelens import __version__, evaluate
+from flarelens import __version__, evaluate, locations
 from flarelens.errors import FlareLensError
 from flarelens.fileio import write_text
 from flarelens.report import figures
 from flarelens.report.collect import Problem, RunContents, collect
 from flarelens.report.explanations import explanations_section
-from flarelens.report.locations import locations_section
+from flarelens.report.limb import locations_section as render_locations
 from flarelens.report.markup import CSS, esc, p, section, table
 from flarelens.report.skill import skill_section, skill_view
 from flarelens.report.training import config_section, selection, selection_sentence, training_section, training_view
@@ -129,13 +129,13 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 
     if frames:
         try:
-            result = evaluate.location_analysis(frames, threshold=threshold)
+            result = locations.location_analysis(frames, threshold=threshold)
         except FlareLensError as exc:
             loc = p(esc(str(exc)))
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                png = evaluate.recall_map(frames, threshold, Path(tmp) / "recall_map.png").read_bytes()
-            loc = locations_section(result, png)
+                png = locations.recall_map(frames, threshold, Path(tmp) / "recall_map.png").read_bytes()
+            loc = render_locations(result, png)
     else:
         loc = p("No predictions with flare classes and positions to analyse.")
 
