@@ -14,11 +14,13 @@ from torch import nn
 from flarelens import geometry
 from flarelens.cli import main
 from flarelens.errors import FlareLensError
-from flarelens.explain.attributions import METHODS, NEUTRAL
-from flarelens.explain.run import (
-    SCORE_COLUMNS, ExplainSettings, Selection, background_rows, explain_instances, normalise_predictions,
-    read_predictions, read_regions, select_instances,
+from flarelens.explain.instances import (
+    Selection, background_rows, normalise_predictions, read_predictions, select_instances,
 )
+from flarelens.explain.methods import METHODS, NEUTRAL
+from flarelens.explain.run import ExplainSettings, explain_instances
+from flarelens.explain.summary import SCORE_COLUMNS
+from flarelens.explain.truth import read_regions
 from flarelens.images import image_relpath
 
 FILE_SIZE = 64  # images on disk

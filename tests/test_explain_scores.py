@@ -9,7 +9,7 @@ from torch import nn
 
 from flarelens import geometry
 from flarelens.explain import scores
-from flarelens.explain.attributions import NEUTRAL
+from flarelens.explain.methods import NEUTRAL
 
 TIME = "2014-06-10T12:00:00Z"
 

@@ -11,7 +11,8 @@ def _csv_list(text: str | None) -> list[str] | None:
 
 
 def register(sub) -> None:
-    from flarelens.explain.attributions import IG_BASELINES, METHODS, OUTPUTS
+    from flarelens.explain.methods import IG_BASELINES, METHODS
+    from flarelens.explain.prepare import OUTPUTS
 
     p = sub.add_parser(
         "explain",
@@ -61,7 +62,8 @@ def register(sub) -> None:
 
 
 def run_command(args) -> int:
-    from flarelens.explain.run import ExplainSettings, Selection, explain, format_summary
+    from flarelens.explain.run import ExplainSettings, Selection, explain
+    from flarelens.explain.summary import format_summary
 
     methods = tuple(_csv_list(args.methods) or ())
     selection = Selection(

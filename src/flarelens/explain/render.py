@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-METHOD_TITLES = {"guided-gradcam": "Guided Grad-CAM", "deepshap": "Deep SHAP", "ig": "Integrated Gradients"}
+
+def method_title(method: str) -> str:
+    """The method's human name from the registry (imported lazily: figures need no torch)."""
+    from flarelens.explain.methods import method_title as title
+
+    return title(method)
 
 
 @dataclass
@@ -96,7 +101,7 @@ def overlay_figure(panel: Panel, method: str):
     ax = fig.add_subplot(1, 1, 1)
     mappable = draw_overlay(ax, panel.image, panel.maps[method], panel.disk)
     draw_marks(ax, panel.flare_xy, panel.region, panel.truth)
-    title = f"{METHOD_TITLES.get(method, method)}\n{panel.title}"
+    title = f"{method_title(method)}\n{panel.title}"
     if panel.labels.get(method):
         title += f"\n{panel.labels[method]}"
     ax.set_title(title, fontsize=8)
@@ -123,11 +128,26 @@ def comparison_figure(panels: list[Panel], methods) -> object:
             draw_overlay(ax, panel.image, panel.maps[method], panel.disk)
             draw_marks(ax, panel.flare_xy, panel.region, panel.truth)
             if r == 0:
-                ax.set_title(METHOD_TITLES.get(method, method), fontsize=8)
+                ax.set_title(method_title(method), fontsize=8)
             if panel.labels.get(method):
                 ax.set_xlabel(panel.labels[method], fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def map_panel(z: dict, row, methods, radius_deg: float, extra=None) -> Panel:
+    """The :class:`Panel` of one stored map file ``z`` (its arrays) for a scores row ``row``."""
+    dist = z["flare_distance_deg"]
+    region = np.nan_to_num(dist, nan=np.inf) <= radius_deg
+    truth = tuple(z["truth_xyr"]) if np.all(np.isfinite(z["truth_xyr"])) else None
+    prob = float(z["model_prob"])
+    cls = row["goes_class"] or "no flare"
+    title = f"{row['time']:%Y-%m-%d %H:%M} {cls} p={prob:.2f} {row['outcome']}"
+    return Panel(
+        image=z["image"], maps={m: z[f"map_{m}"] for m in methods}, title=title,
+        flare_xy=tuple(z["flare_xy"]) if np.all(np.isfinite(z["flare_xy"])) else None,
+        region=region if region.any() else None, truth=truth, disk=z["disk"], labels=extra or {},
+    )
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:

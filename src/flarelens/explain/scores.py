@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flarelens.explain.attributions import NEUTRAL
+from flarelens.explain.methods import NEUTRAL
 
 #: Central vs near-limb: a flare is central when |longitude| <= 70 degrees (docs/design.md).
 LIMB_LONGITUDE = 70.0
