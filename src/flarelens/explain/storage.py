@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ import torch
 
 from flarelens.errors import FlareLensError
 from flarelens.fileio import atomic_path, write_text
+from flarelens.settings import check_same_settings
 
 
 def stem_of(row) -> str:
@@ -38,7 +40,6 @@ def stem_of(row) -> str:
     from flarelens.images import image_relpath
 
     return Path(image_relpath(row["time"], "")).name
-
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -53,7 +54,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def map_settings(settings, fingerprint: str, image_size: int, layer: str,
-                  background_files: list[str]) -> dict:
+                 background_files: list[str]) -> dict:
     """The settings a map depends on (radius, selection, figures do not)."""
     return {
         "model_fingerprint": fingerprint, "image_size": int(image_size), "layer": layer,
@@ -63,22 +64,23 @@ def map_settings(settings, fingerprint: str, image_size: int, layer: str,
 
 
 def check_map_settings(out: Path, current: dict, overwrite: bool) -> None:
-    """Refuse maps made with other settings in ``out`` (or delete them with ``overwrite``); record ``current``."""
+    """Refuse maps in ``out`` made with other (or unrecorded) settings, or delete them with
+    ``overwrite``; then record ``current`` in ``out/settings.json``.
+
+    The comparison is :func:`flarelens.settings.check_same_settings`, shared with the other
+    steps that refuse outputs made with other settings.
+    """
     path = out / "settings.json"
-    if path.is_file():
+    maps = sorted((out / "maps").glob("*.npz"))
+    if maps:
+        hint = "use another --out, or --overwrite to replace them"
         try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = None
-        has_maps = any((out / "maps").glob("*.npz"))
-        if previous != current and has_maps:
+            if not path.exists():
+                raise FlareLensError(f"{out} holds maps but no settings.json saying how they were made; {hint}")
+            check_same_settings(path, current, "maps", hint=hint, write=False)
+        except FlareLensError:
             if not overwrite:
-                differs = sorted(k for k in set(current) | set(previous or {})
-                                 if (previous or {}).get(k) != current.get(k))
-                raise FlareLensError(
-                    f"{out} holds maps made with other settings ({', '.join(differs) or 'unreadable settings.json'} "
-                    "differ); use another --out, or --overwrite to replace them"
-                )
+                raise
             for sub in ("maps", "overlays"):
                 for f in (out / sub).glob("*"):
                     if f.suffix in (".npz", ".png"):
@@ -86,16 +88,48 @@ def check_map_settings(out: Path, current: dict, overwrite: bool) -> None:
     write_text(json.dumps(current, indent=1) + "\n", path)
 
 
+#: Arrays every map file holds besides the per-method ones (``map_<method>``, ``delta_<method>``).
+REQUIRED = ("image", "disk", "flare_distance_deg", "flare_xy", "truth_xyr", "model_prob", "deletion_fractions")
+
+
+def map_path(maps_dir: Path, stem: str) -> Path:
+    """The map file of instance ``stem``."""
+    return Path(maps_dir) / f"{stem}.npz"
+
 
 def is_done(path: Path, methods) -> bool:
-    """Whether the map file ``path`` exists and holds every method of ``methods``."""
+    """Whether the map file ``path`` exists, is readable and holds every method of ``methods``
+    (an unreadable file is made again)."""
     if not path.is_file():
         return False
     try:
         with np.load(path) as z:
             return all(f"map_{m}" in z.files for m in methods)
-    except (OSError, ValueError, EOFError):
-        return False  # an unreadable file is redone
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+
+
+def read_map(path: Path, methods=()) -> dict:
+    """Every array of the map file ``path``, checked: the common arrays and ``map_<m>`` /
+    ``delta_<m>`` of each method present, maps finite. A damaged or non-finite file raises
+    one clear line (delete it and run again to make it anew)."""
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise FlareLensError(f"{path}: map file missing; run explain again to make it") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise FlareLensError(f"{path}: damaged map file ({type(exc).__name__}: {exc}); "
+                             "delete it and run explain again to make it anew") from None
+    missing = [k for k in REQUIRED + tuple(f"{p}_{m}" for m in methods for p in ("map", "delta")) if k not in arrays]
+    if missing:
+        raise FlareLensError(f"{path}: damaged map file (no {', '.join(missing)}); "
+                             "delete it and run explain again to make it anew")
+    for m in methods:
+        if not np.isfinite(arrays[f"map_{m}"]).all():
+            raise FlareLensError(f"{path}: the {m} map holds non-finite values; delete it and run explain again "
+                                 "(a model giving NaN or inf cannot be explained)")
+    return arrays
 
 
 def write_map(path: Path, arrays: dict) -> None:
