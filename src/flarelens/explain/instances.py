@@ -42,6 +42,18 @@ class Selection:
     limit: int | None = None
     threshold: float = 0.5
 
+    def describe(self) -> str:
+        """The filters in force, as command-line options (e.g. ``--class X,M --limit 5``)."""
+        parts = []
+        for flag, value in (("--class", self.classes), ("--outcome", self.outcomes)):
+            if value:
+                parts.append(f"{flag} {','.join(value)}")
+        for flag, value in (("--start", self.start), ("--end", self.end), ("--position", self.position),
+                            ("--limit", self.limit)):
+            if value is not None:
+                parts.append(f"{flag} {value}")
+        return " ".join(parts) or "no filter"
+
 
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """predictions.csv (``flarelens predict``) with times parsed; checks the needed columns."""
@@ -82,6 +94,15 @@ def select_instances(pred: pd.DataFrame, selection: Selection) -> pd.DataFrame:
 
     Adds the columns ``flare_class``, ``outcome`` and ``position`` used by the filters.
     """
+    threshold = float(selection.threshold)
+    if not 0.0 < threshold < 1.0:
+        raise FlareLensError(f"--threshold must be a probability strictly between 0 and 1, got {selection.threshold!r}")
+    if selection.limit is not None and selection.limit < 0:
+        raise FlareLensError(f"--limit must be >= 0, got {selection.limit}")
+    start = _utc(selection.start, "start") if selection.start is not None else None
+    end = _utc(selection.end, "end") if selection.end is not None else None
+    if start is not None and end is not None and start > end:
+        raise FlareLensError(f"nothing selected: --start {selection.start} is after --end {selection.end}")
     frame = pred.copy()
     if "time" not in frame.columns:
         frame["time"] = pd.to_datetime(frame["timestamp"], utc=True)
@@ -102,20 +123,71 @@ def select_instances(pred: pd.DataFrame, selection: Selection) -> pd.DataFrame:
         if bad:
             raise FlareLensError(f"unknown outcome {', '.join(bad)}: choose from {', '.join(OUTCOMES)}")
         keep &= frame["outcome"].isin(wanted).to_numpy()
-    if selection.start is not None:
-        keep &= (frame["time"] >= _utc(selection.start, "start")).to_numpy()
-    if selection.end is not None:
-        keep &= (frame["time"] <= _utc(selection.end, "end")).to_numpy()
+    if start is not None:
+        keep &= (frame["time"] >= start).to_numpy()
+    if end is not None:
+        keep &= (frame["time"] <= end).to_numpy()
     if selection.position is not None:
         if selection.position not in POSITIONS:
             raise FlareLensError(f"unknown position {selection.position!r}: choose central or limb")
         keep &= (frame["position"] == selection.position).to_numpy()
     out = frame[keep].sort_values("time", kind="stable")
     if selection.limit is not None:
-        if selection.limit < 0:
-            raise FlareLensError(f"--limit must be >= 0, got {selection.limit}")
         out = out.head(selection.limit)
     return out.reset_index(drop=True)
+
+
+def nothing_selected(pred: pd.DataFrame, selection: Selection, source: str) -> FlareLensError:
+    """The one-line error for a selection that kept no row of ``pred`` (read from ``source``)."""
+    if selection.limit == 0:
+        return FlareLensError("nothing selected: --limit 0 asks for no instance")
+    if pred.empty:
+        return FlareLensError(f"nothing selected: {source} has no predictions")
+    return FlareLensError(f"nothing selected: none of the {len(pred)} predictions of {source} matches "
+                          f"{selection.describe()}")
+
+
+def row_folds(frame: pd.DataFrame) -> np.ndarray:
+    """Fold (1-4) of each row: its ``fold`` column, or the quarter of its time where that is empty."""
+    from flarelens.labels import fold_of
+
+    quarters = fold_of(frame["time"] if "time" in frame.columns else frame["timestamp"])
+    if "fold" not in frame.columns:
+        return quarters
+    given = pd.to_numeric(frame["fold"], errors="coerce").to_numpy(dtype=float)
+    return np.where(np.isfinite(given), given, quarters).astype(int)
+
+
+def training_rows(frame: pd.DataFrame, model_fold) -> np.ndarray:
+    """True for the rows of ``frame`` a model trained for fold ``model_fold`` may have seen
+    in training: every row outside its held-out quarter (its training quarters, and within
+    them the inner validation block that chose its epoch)."""
+    if model_fold is None:
+        return np.ones(len(frame), dtype=bool)
+    return row_folds(frame) != int(model_fold)
+
+
+def check_held_out(frame: pd.DataFrame, model_fold, checkpoint: str, allow: bool = False) -> np.ndarray:
+    """The training-row mask of :func:`training_rows`; refuses any such row unless ``allow``.
+
+    The error is one line naming the checkpoint's fold, how many selected rows are
+    training rows and the first of them.
+    """
+    mask = training_rows(frame, model_fold)
+    if mask.any() and not allow:
+        if model_fold is None:
+            raise FlareLensError(f"{checkpoint} records no validation fold, so any row may be one it trained on; "
+                                 "pass --allow-training-rows to explain them anyway, marked as training data")
+        k = int(model_fold)
+        first = int(np.flatnonzero(mask)[0])
+        others = ", ".join(str(f) for f in (1, 2, 3, 4) if f != k)
+        raise FlareLensError(
+            f"{int(mask.sum())} of the {len(frame)} selected rows are training rows of {checkpoint}: it is the fold-{k} "
+            f"model (validated on fold {k}, trained on folds {others}) and e.g. {frame['timestamp'].iloc[first]} is "
+            f"in fold {row_folds(frame.iloc[[first]])[0]}; explain fold-{k} rows (`flarelens predict --fold {k}`) "
+            "or pass --allow-training-rows to explain them marked as training data"
+        )
+    return mask
 
 
 def _utc(value, what) -> pd.Timestamp:

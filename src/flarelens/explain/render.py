@@ -8,7 +8,7 @@ An overlay shows the magnetogram in gray (black -250 G, white +250 G) with the s
 blended on top: red = evidence for a flare, blue = against, opacity growing with the
 magnitude; the colour scale is symmetric at the 99.5th percentile of |attribution| on
 the disk so one hot pixel does not wash the rest out. The flare's position is marked
-with a green +, the localisation region (within r degrees) outlined in green and, on
+with a green +, the localisation neighbourhood outlined in green and, on
 simulated images, the ground-truth region drawn as a dashed cyan circle.
 """
 
@@ -135,18 +135,21 @@ def comparison_figure(panels: list[Panel], methods) -> object:
     return fig
 
 
-def map_panel(z: dict, row, methods, radius_deg: float, extra=None) -> Panel:
-    """The :class:`Panel` of one stored map file ``z`` (its arrays) for a scores row ``row``."""
-    dist = z["flare_distance_deg"]
-    region = np.nan_to_num(dist, nan=np.inf) <= radius_deg
+def map_panel(z: dict, row, methods, region: np.ndarray | None = None, notes=(), extra=None) -> Panel:
+    """The :class:`Panel` of one stored map file ``z`` (its arrays) for a scores row ``row``:
+    ``region`` is the neighbourhood drawn, ``notes`` words added to the title (e.g.
+    "TRAINING DATA")."""
     truth = tuple(z["truth_xyr"]) if np.all(np.isfinite(z["truth_xyr"])) else None
     prob = float(z["model_prob"])
     cls = row["goes_class"] or "no flare"
     title = f"{row['time']:%Y-%m-%d %H:%M} {cls} p={prob:.2f} {row['outcome']}"
+    if notes:
+        title += " | " + ", ".join(notes)
     return Panel(
         image=z["image"], maps={m: z[f"map_{m}"] for m in methods}, title=title,
         flare_xy=tuple(z["flare_xy"]) if np.all(np.isfinite(z["flare_xy"])) else None,
-        region=region if region.any() else None, truth=truth, disk=z["disk"], labels=extra or {},
+        region=region if region is not None and region.any() else None, truth=truth, disk=z["disk"],
+        labels=extra or {},
     )
 
 

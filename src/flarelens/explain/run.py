@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,25 +34,32 @@ import numpy as np
 import pandas as pd
 import torch
 
+from flarelens import progress as progress_bars
 from flarelens.errors import FlareLensError
-from flarelens.explain import render, scores, storage
+from flarelens.explain import render, scores, storage, truth
 from flarelens.explain.attributions import Attributor, find_layer, last_conv_name, module_name
 from flarelens.explain.instances import (
-    Selection, background_rows, draw_background, load_images, normalise_predictions, read_predictions,
-    select_instances,
+    Selection, background_rows, check_held_out, draw_background, load_images, normalise_predictions,
+    nothing_selected, read_predictions, select_instances,
 )
 from flarelens.explain.methods import METHODS, NEUTRAL, needs_background
 from flarelens.explain.summary import json_safe, score_table, summarise
-from flarelens.explain.truth import flaring_region, instance_geometry, read_regions
+from flarelens.explain.truth import IMAGE_RADIUS, NEIGHBOURHOODS, flaring_region, instance_geometry, read_regions
 from flarelens.fileio import write_csv, write_text
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class ExplainSettings:
     """How maps are made and scored (see :class:`~flarelens.explain.attributions.Attributor`).
 
-    ``batch_size``: instances per captum call; ``radius_deg``: localisation radius around
-    the flare (heliographic degrees); ``deletion``: compute deletion curves;
+    ``batch_size``: instances per captum call; ``neighbourhood``: the flare neighbourhood
+    ``mass``/``hit`` are scored on, ``image`` (default: on-disk pixels within
+    ``image_radius`` solar radii of the flare's pixel at the image time) or
+    ``heliographic`` (within ``radius_deg`` great-circle degrees); both are always in
+    scores.csv (see :data:`flarelens.explain.truth.IMAGE_RADIUS` for the default radius and
+    ``benchmarks/README.md`` for why ``image`` is the default); ``deletion``: compute deletion curves;
     ``overlays``: write a PNG per instance and method; ``comparison_rows``: instances in
     DIR/comparison.png (evenly spread over the selection); ``seed``: background draw and random deletion order.
     """
@@ -63,13 +72,31 @@ class ExplainSettings:
     internal_batch_size: int = 64
     batch_size: int = 8
     output: str = "logit"
+    neighbourhood: str = "image"
     radius_deg: float = 10.0
+    image_radius: float = IMAGE_RADIUS
     deletion: bool = True
     overlays: bool = True
     comparison_rows: int = 8
     seed: int = 0
     device: str = "cpu"
     threshold: float = 0.5
+
+
+def check_settings(settings: ExplainSettings) -> None:
+    """Refuse settings that cannot give a meaningful run, each with one clear line."""
+    for name, flag in (("radius_deg", "--radius"), ("image_radius", "--image-radius")):
+        value = getattr(settings, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise FlareLensError(f"{flag} must be a positive number, got {value!r}")
+    if settings.neighbourhood not in NEIGHBOURHOODS:
+        raise FlareLensError(f"unknown neighbourhood {settings.neighbourhood!r}: choose {' or '.join(NEIGHBOURHOODS)}")
+    if settings.batch_size < 1 or settings.internal_batch_size < 1:
+        raise FlareLensError("--batch-size and --internal-batch-size must be >= 1")
+    if settings.comparison_rows < 0:
+        raise FlareLensError(f"--comparison-rows must be >= 0, got {settings.comparison_rows}")
+    if not 0.0 < float(settings.threshold) < 1.0:
+        raise FlareLensError(f"--threshold must be a probability strictly between 0 and 1, got {settings.threshold!r}")
 
 
 @dataclass
@@ -105,16 +132,18 @@ def explain_instances(
     (``file``, ``timestamp``) of non-flaring training images for Deep SHAP, of which
     ``settings.background_k`` are drawn; ``regions``: simulate's ground truth
     (:func:`~flarelens.explain.truth.read_regions`). Instances whose npz holds every
-    requested method are skipped.
+    requested method are skipped. A boolean ``training_data`` column in ``frame`` marks
+    rows the model trained on (scores, summary and figures say so).
     """
-    from tqdm.auto import tqdm
-
     settings = settings or ExplainSettings()
+    check_settings(settings)
     out = Path(out)
     root = Path(images)
     methods = tuple(settings.methods)
     if not methods:
         raise FlareLensError("no attribution method given")
+    if frame.empty:
+        raise FlareLensError("nothing selected: no instance to explain")
     device = torch.device(settings.device)
     if image_size is None:
         if frame.empty:
@@ -145,7 +174,7 @@ def explain_instances(
             n_steps=settings.n_steps, internal_batch_size=settings.internal_batch_size,
             output=settings.output, device=device, example=example,
         )
-    bar = tqdm(total=len(pending), desc="explain", unit="img", disable=not progress or not pending)
+    bar = progress_bars.bar(total=len(pending), desc="explain", unit="img", progress=progress and bool(pending))
     for start in range(0, len(pending), settings.batch_size):
         idx = pending[start:start + settings.batch_size]
         rows = frame.iloc[idx]
@@ -154,7 +183,7 @@ def explain_instances(
         bar.update(len(idx))
     bar.close()
 
-    table = score_table(frame, stems, maps_dir, methods, settings.radius_deg)
+    table = score_table(frame, stems, maps_dir, methods, settings)
     summary = summarise(table, methods, settings)
     summary["instances"] = len(frame)
     summary["computed"] = len(pending)
@@ -169,8 +198,8 @@ def explain_instances(
         picks = np.unique(np.linspace(0, len(frame) - 1, min(settings.comparison_rows, len(frame))).round().astype(int))
         panels = []
         for i in picks:
-            with np.load(maps_dir / f"{stems[i]}.npz") as z:
-                panels.append(render.map_panel(dict(z), frame.iloc[i], methods, settings.radius_deg))
+            z = storage.read_map(storage.map_path(maps_dir, stems[i]), methods)
+            panels.append(_panel(z, frame.iloc[i], methods, settings))
         files["comparison"] = out / "comparison.png"
         render.save_figure(render.comparison_figure(panels, methods), files["comparison"])
     return ExplainResult(table, summary, len(pending), len(frame) - len(pending), out, files)
@@ -186,6 +215,25 @@ def default_layer(model: torch.nn.Module) -> str:
         return last_conv_name(model)
 
 
+def _panel(z: dict, row, methods, settings: ExplainSettings) -> render.Panel:
+    """The figure panel of one instance: its run's neighbourhood drawn, training rows and
+    hidden sources said in the title."""
+    visible = truth.source_visible(row)
+    if visible == 0.0:
+        region = None
+    elif settings.neighbourhood == "heliographic":
+        region = truth.heliographic_neighbourhood(z["flare_distance_deg"], settings.radius_deg)
+    else:
+        radius_px = settings.image_radius * truth.disk_radius_px(row["time"], z["disk"].shape[-1])
+        region = truth.image_neighbourhood(z["flare_xy"], z["disk"], radius_px)
+    notes = []
+    if visible == 0.0:
+        notes.append("source not visible")
+    if bool(row.get("training_data", False)):
+        notes.append("TRAINING DATA")
+    return render.map_panel(z, row, methods, region, notes)
+
+
 def _explain_batch(attributor: Attributor, rows: pd.DataFrame, stems, root, maps_dir, overlay_dir,
                    image_size, regions, settings: ExplainSettings) -> None:
     methods = attributor.methods
@@ -195,6 +243,15 @@ def _explain_batch(attributor: Attributor, rows: pd.DataFrame, stems, root, maps
     disks = np.stack([g[0] for g in geo])
     results = attributor.attribute(x, torch.from_numpy(disks))
     probs = attributor.flare_probability(x)
+    for b, stem in enumerate(stems):
+        # A diverged model gives NaN or inf: such a map would score as nonsense, so none is written.
+        if not np.isfinite(probs[b]):
+            raise FlareLensError(f"{stem}: the model gives a non-finite flare probability ({probs[b]}) for this image; "
+                                 "nothing is written for it (a diverged checkpoint? retrain with a lower --lr)")
+        for m in methods:
+            if not np.isfinite(results[m].maps[b]).all():
+                raise FlareLensError(f"{stem}: the {m} map holds non-finite values; nothing is written for it "
+                                     "(a diverged checkpoint, or try another --attribute)")
     fractions = scores.DELETION_FRACTIONS
     curves = {}
     if settings.deletion:
@@ -222,11 +279,11 @@ def _explain_batch(attributor: Attributor, rows: pd.DataFrame, stems, root, maps
         if settings.deletion:
             arrays["deletion_random"] = curves["random"][b]
         if settings.overlays:
-            panel = render.map_panel(arrays, row, methods, settings.radius_deg)
+            panel = _panel(arrays, row, methods, settings)
             for m in methods:
                 render.save_figure(render.overlay_figure(panel, m), overlay_dir / f"{stem}_{m}.png")
         # The npz goes last: its presence means the instance is complete.
-        storage.write_map(maps_dir / f"{stem}.npz", arrays)
+        storage.write_map(storage.map_path(maps_dir, stem), arrays)
 
 
 def _seed(stem: str, seed: int) -> int:
@@ -244,7 +301,7 @@ def explain(
     regions: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    log=print,
+    allow_training_rows: bool = False,
 ) -> ExplainResult:
     """Explain a checkpoint's predictions: the whole ``flarelens explain`` step as one call.
 
@@ -254,18 +311,29 @@ def explain(
     validation fold (or, without ``labels``, from unselected non-flaring predictions), reads
     simulate's ground truth from ``regions`` (default: ``images/regions.csv`` when present),
     and writes maps, figures and scores under ``out`` (see the module docstring).
+
+    Rows the checkpoint trained on (outside its validation fold, ``config["fold"]``) are
+    refused with one line unless ``allow_training_rows``; then they are explained and every
+    output marks them as training data. A selection that keeps nothing is refused too.
     """
     from flarelens.checkpoint import load_model
 
     settings = settings or ExplainSettings()
-    if settings.batch_size < 1 or settings.internal_batch_size < 1:
-        raise FlareLensError("--batch-size and --internal-batch-size must be >= 1")
+    selection = selection or Selection(threshold=settings.threshold)
+    check_settings(settings)
+    pred = normalise_predictions(predictions) if isinstance(predictions, pd.DataFrame) else read_predictions(predictions)
+    source = "the predictions table" if isinstance(predictions, pd.DataFrame) else str(predictions)
+    frame = select_instances(pred, selection)
+    if frame.empty:
+        raise nothing_selected(pred, selection, source)
     if settings.device == "auto":
         settings = dataclasses.replace(settings, device="cuda" if torch.cuda.is_available() else "cpu")
     model, config = load_model(checkpoint, device=settings.device)
-    pred = normalise_predictions(predictions) if isinstance(predictions, pd.DataFrame) else read_predictions(predictions)
-    frame = select_instances(pred, selection or Selection())
-    log(f"{len(frame)} of {len(pred)} predictions selected")
+    frame["training_data"] = check_held_out(frame, config.get("fold"), str(checkpoint), allow_training_rows)
+    logger.info("%d of %d predictions selected", len(frame), len(pred))
+    if frame["training_data"].any():
+        logger.warning("%d selected instance(s) are rows the model trained on: every output marks them as "
+                       "training data", int(frame["training_data"].sum()))
 
     background = None
     if needs_background(settings.methods):
@@ -275,8 +343,8 @@ def explain(
             background = background_rows(read_labels(labels), config.get("fold"))
         else:
             background = background_rows(pred, None, exclude=frame["timestamp"])
-            log("note: Deep SHAP background drawn from the non-flaring rows of the predictions "
-                "(pass labels for training images)")
+            logger.info("note: Deep SHAP background drawn from the non-flaring rows of the predictions "
+                        "(pass labels for training images)")
 
     regions_path = Path(regions) if regions is not None else Path(images) / "regions.csv"
     truth = read_regions(regions_path) if (regions is not None or regions_path.is_file()) else None
@@ -286,4 +354,5 @@ def explain(
     )
 
 
-__all__ = ["Selection", "ExplainSettings", "ExplainResult", "explain_instances", "explain", "default_layer"]
+__all__ = ["Selection", "ExplainSettings", "ExplainResult", "check_settings", "explain_instances", "explain",
+           "default_layer"]
