@@ -274,12 +274,24 @@ def test_locations_split_by_visibility_and_side_and_say_what_a_hidden_hit_means(
     assert "predicted the flare from something else on the disk" in html
 
 
-def test_explanations_state_hidden_sources_apart():
-    summary = {"radius_deg": 10, "hidden": 3,
-               "methods": {"ig": {"flaring": {"n": 9, "mass": 0.3, "mass_random": 0.02}}}}
+def test_explanations_state_hidden_sources_apart_and_both_neighbourhoods():
+    limb = {"n": 5, "n_hidden": 3, "image_mass": 0.41, "image_mass_random": 0.019, "helio_mass": 0.0006,
+            "helio_mass_random": 0.0003, "hit": 0.5, "hit_random": 0.02}
+    hidden = {"n": 3, "n_hidden": 3, "hidden_strong_mass": 0.62, "hidden_strong_mass_random": 0.08, "strong_mass": None}
+    summary = {"radius_deg": 10, "image_radius": 0.17, "neighbourhood": "image", "hidden": 3,
+               "methods": {"ig": {"flaring limb": limb, "hidden": hidden, "flaring": {**limb, "n": 9}}}}
     html = explanation_block("explain", summary, [])
     assert "<strong>3 explained instances</strong>" in html and "never averaged in" in html
-    assert "<td>9</td>" in html and "0.300" in html
+    header = re.findall(r"<th>(.*?)</th>", html.split("<tbody>")[0])
+    assert "image-space neighbourhood <em>(default)</em>" in header and "heliographic neighbourhood" in header
+    rows = {re.search(r"<td>(.*?)</td>", r).group(1): re.findall(r"<td>(.*?)</td>", r)
+            for r in re.findall(r"<tr><th>ig</th>(.*?)</tr>", html)}
+    # Visible near-limb instances = instances - hidden ones; each score beside its random map.
+    assert rows["flaring, near-limb"][1:5] == ["2", "3", '0.410 <span class="ci">vs 0.019</span>',
+                                               '0.001 <span class="ci">vs 0.000</span>']
+    assert rows["all flaring"][1] == "6"
+    assert '0.620 <span class="ci">vs 0.080</span>' in rows["source hidden at image time"]
+    assert "1 solar radii" not in html and "0.17 solar radii" in html
 
 
 # --------------------------------------------------------------------------- figures

@@ -226,6 +226,9 @@ def collect(root: str | os.PathLike) -> RunContents:
             else:
                 figures = sorted(path.glob("comparison*.png"))
                 explanations.append(ExplainRun(rel(path, root), path, summary, scores, figures))
+                if isinstance(summary, dict) and summary.get("training_data"):
+                    problems.append(Problem("training-rows", rel(path, root), f"{int(summary.get('training_rows') or 0):,} "
+                                            "explained images are training rows of the explained model"))
             continue  # its predictions-like files are explain's, not a model's
         if "locations.json" in files:
             try:

@@ -1,104 +1,110 @@
 """Where the model looks, on the page: explain's summary.json as one compact table per output.
 
-Localisation scores (share of positive attribution in a neighbourhood of the flare, and
-the pointing game) always beside their random-map baseline; faithfulness (deletion curve
-area) beside its random order. Instances whose source was hidden at the image time are
-never averaged in: their number is stated apart.
+Every score sits beside its random-map baseline (``0.35 vs 0.02``): the share of positive
+attribution in the flare's neighbourhood — image-space (on-disk pixels within a fraction of
+the solar radius of the flare at the image time) and heliographic (within r degrees) — the
+pointing game, the true simulated region, and faithfulness (deletion curve area). Instances
+whose source was hidden behind the limb at the image time are never averaged in: their number
+is stated, and where their attribution went instead (the disk's strong-field regions).
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-import pandas as pd
-
-from flarelens.report.markup import esc, img, p, table
+from flarelens.report.markup import esc, html_table, img, num, p
 
 #: Groups of explain's summary shown on the page, and how they are named there.
 GROUPS = {
     "flaring": "all flaring", "flaring central": "flaring, central", "flaring limb": "flaring, near-limb",
-    "flaring limb visible": "flaring, near-limb, source visible", "TP": "hits (TP)", "FN": "misses (FN)",
+    "TP": "hits (TP)", "FN": "misses (FN)", "hidden": "source hidden at image time",
 }
 
-#: Per-method statistics shown, with their column names; a pair's random baseline follows it.
-STATS = {
-    "n": "instances",
-    "mass": "attribution within r (heliographic)", "mass_random": "random map",
-    "mass_image": "attribution within image-space r", "mass_image_random": "random map (image)",
-    "hit": "pointing game", "hit_random": "random pointing",
-    "gt_mass": "within true region", "gt_mass_random": "random (true region)",
-    "deletion_auc": "deletion area", "deletion_auc_random": "random deletion",
-}
+#: Score columns: (heading, key of the model's score, key of the random map's).
+PAIRS = (
+    ("image-space neighbourhood", "image_mass", "image_mass_random"),
+    ("heliographic neighbourhood", "helio_mass", "helio_mass_random"),
+    ("pointing game", "hit", "hit_random"),
+    ("true region (simulated)", "gt_mass", "gt_mass_random"),
+    ("deletion area (lower = faithful)", "deletion_auc", "deletion_auc_random"),
+    ("strong-field regions", "strong_mass", "strong_mass_random"),
+)
 
-#: summary.json keys that may hold the number of instances whose source was hidden at the image time.
-HIDDEN_KEYS = ("hidden", "source_not_visible", "n_hidden", "hidden_sources")
+#: In the hidden group, where the attribution went instead.
+HIDDEN_PAIR = ("hidden_strong_mass", "hidden_strong_mass_random")
 
 
-def summary_table(summary: Mapping) -> pd.DataFrame:
-    """summary.json as a table: one row per method and group, the statistics of :data:`STATS`."""
+def _pair(stats: Mapping, key: str, random_key: str) -> str:
+    if stats.get(key) is None:
+        return "—"
+    return f'{num(stats.get(key), 3)} <span class="ci">vs {num(stats.get(random_key), 3)}</span>'
+
+
+def summary_rows(summary: Mapping) -> tuple[list[str], list[list[str]]]:
+    """The score table of a summary.json: header and rows (HTML cells), one row per method and group."""
+    default = summary.get("neighbourhood")
+    heads = []
+    for head, key, _ in PAIRS:
+        if key.startswith("image") and default == "image" or key.startswith("helio") and default == "heliographic":
+            head += " <em>(default)</em>"
+        heads.append(head)
+    stats = [g or {} for groups in (summary.get("methods") or {}).values() for g in groups.values()]
+    used = [i for i, (_, key, _) in enumerate(PAIRS)
+            if any(g.get(key) is not None or key == "strong_mass" and g.get(HIDDEN_PAIR[0]) is not None for g in stats)]
+    header = ["method", "group", "instances scored", "source hidden"] + [heads[i] for i in used]
     rows = []
     for method, groups in (summary.get("methods") or {}).items():
         for group, name in GROUPS.items():
             stats = groups.get(group)
-            if not stats:
+            if not stats or not stats.get("n"):
                 continue
-            row = {"method": method, "group": name}
-            for key, label in STATS.items():
-                if key in stats:
-                    value = stats.get(key)
-                    row[label] = (int(value) if key == "n" and value is not None else
-                                  float("nan") if value is None else float(value))
-            rows.append(row)
-    frame = pd.DataFrame(rows)
-    if len(frame) and "instances" in frame:
-        frame["instances"] = frame["instances"].astype("Int64")
-    return frame
-
-
-def hidden_count(summary: Mapping) -> int | None:
-    """How many explained instances had their source hidden at the image time, when the summary says."""
-    for key in HIDDEN_KEYS:
-        value = summary.get(key)
-        if isinstance(value, Mapping):
-            value = value.get("n", value.get("count"))
-        if isinstance(value, (int, float)):
-            return int(value)
-    return None
+            n, hidden = int(stats["n"]), int(stats.get("n_hidden") or 0)
+            if group == "hidden":
+                cells = ["—"] * len(used)
+                strong = [k for k, i in enumerate(used) if PAIRS[i][1] == "strong_mass"]
+                if strong:
+                    cells[strong[0]] = _pair(stats, *HIDDEN_PAIR)
+                rows.append([esc(method), esc(name), "0", f"{hidden:,}"] + cells)
+                continue
+            rows.append([esc(method), esc(name), f"{n - hidden:,}", f"{hidden:,}"]
+                        + [_pair(stats, PAIRS[i][1], PAIRS[i][2]) for i in used])
+    return header, rows
 
 
 def neighbourhood_text(summary: Mapping) -> str:
-    """Which neighbourhoods the localisation uses (heliographic radius, image-space radius)."""
+    """Which neighbourhoods the localisation uses, and which one is the default."""
     parts = []
+    image_r = summary.get("image_radius")
+    if isinstance(image_r, (int, float)):
+        parts.append(f"image-space: the on-disk pixels within {image_r:g} solar radii of the flare's position at the "
+                     "image time (its area holds at the limb)")
     radius = summary.get("radius_deg")
     if isinstance(radius, (int, float)):
-        parts.append(f"heliographic: within r = {radius:g}° of the flare")
-    image_r = summary.get("image_radius", summary.get("image_radius_rsun"))
-    if isinstance(image_r, (int, float)):
-        parts.append(f"image-space: on-disk pixels within {image_r:g} solar radii of the flare's position at image time "
-                     "(holds its area near the limb, where a heliographic circle becomes a thin sliver)")
-    default = summary.get("neighbourhood")
-    text = "Neighbourhoods: " + "; ".join(parts) + "." if parts else ""
-    if default:
-        text += f" Default: {esc(default)}."
+        parts.append(f"heliographic: within {radius:g}° great-circle of the flare (a thin sliver of the image near "
+                     "the limb, where a few degrees of position error move it off the region)")
+    text = ("Neighbourhoods — " + "; ".join(parts) + ".") if parts else ""
+    if summary.get("neighbourhood"):
+        text += f" The pointing game uses the default, {esc(summary['neighbourhood'])}."
     return text
 
 
 def explanation_block(name: str, summary: Mapping, figures: list) -> str:
-    """One explanation output: settings, hidden sources, the score table, the comparison figure."""
+    """One explanation output: what is scored, hidden sources, the score table, the comparison figure."""
     body = f"<h3>{esc(name)}</h3>"
-    body += p("Attribution to the flare class. Localisation: the share of positive attribution in the flare's "
-              "neighbourhood (and the pointing game: is the maximum there), each beside a random map's. "
-              "Faithfulness: flare probability as the most-attributed pixels are deleted (a lower area is more "
-              "faithful). " + neighbourhood_text(summary))
-    hidden = hidden_count(summary)
-    if hidden is not None:
+    if summary.get("training_data"):
+        body += p(f"<strong>Training data</strong>: {int(summary.get('training_rows') or 0):,} explained images are rows "
+                  "the model trained on; their attributions say nothing about unseen data.", "warn")
+    body += p("Attribution to the flare class. Each cell: the model's explanation <em>vs</em> a random map's (for a "
+              "share of attribution, the random value is the neighbourhood's share of the disk, so it also shows how "
+              "large the neighbourhood is). " + neighbourhood_text(summary))
+    hidden = summary.get("hidden")
+    if isinstance(hidden, (int, float)):
+        hidden = int(hidden)
         body += p(f"<strong>{hidden:,} explained instance{'s' if hidden != 1 else ''}</strong> had the flare's source "
-                  "hidden behind the limb at the image time: counted apart, never averaged in as 0.")
-    frame = summary_table(summary)
-    if frame.empty:
-        body += p("No explained instance with a flare.")
-    else:
-        body += table(frame)
+                  "hidden behind the limb at the image time: counted apart, never averaged in as 0; their row shows "
+                  "the share of attribution on the disk's strong-field regions instead.")
+    header, rows = summary_rows(summary)
+    body += html_table(header, rows) if rows else p("No explained instance with a flare.")
     for fig in figures:
         body += img(fig.read_bytes(), fig.stem, "100%")
     return body

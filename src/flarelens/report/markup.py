@@ -95,7 +95,7 @@ img{max-width:100%} .lead{font-size:1.1em;background:#fff8ef;border-left:4px sol
 .answer{font-size:1.15em;background:#eef6ff;border-left:4px solid #1f77b4;padding:.6em 1em}
 .warnings{background:#fdecea;border:2px solid #c62828;border-radius:6px;padding:.5em 1em;margin:1em 0}
 .warnings h2{border:none;margin:.2em 0;color:#c62828;font-size:1.2em} .warnings li{margin:.3em 0}
-.note{color:#555;font-size:.92em}
+.note{color:#555;font-size:.92em} .warn{color:#b71c1c}
 details{margin:.8em 0} summary{cursor:pointer;font-weight:600}
 footer{margin-top:3em;color:#777;font-size:.85em}
 """
