@@ -25,7 +25,7 @@ def make_run_dir(root: Path, folds=(1, 2), select: str | None = None) -> Path:
     ``select``: None (a run from before honest selection: no inner columns, no ``select``),
     ``"inner"`` (history with inner-validation columns) or ``"last"``.
     """
-    labels, _ = make_labels(start="2012-01-01", end="2012-12-31 23:00", cadence="6h")
+    labels, _ = make_labels(start="2012-01-01", end="2012-12-31 23:00", cadence="12h")
     labels.to_csv(root / "labels.csv", index=False)
     rng = np.random.default_rng(0)
     for k in folds:
@@ -73,9 +73,39 @@ def pooled_tss_hss(frames) -> tuple[float, float]:
     return tss, hss
 
 
-def test_report_opens_with_the_answer_and_its_numbers_are_the_librarys(tmp_path):
-    run = make_run_dir(tmp_path)
+@pytest.fixture(scope="module")
+def inner_run(tmp_path_factory) -> Path:
+    """A reported run directory whose models were selected on inner validation blocks."""
+    run = make_run_dir(tmp_path_factory.mktemp("inner"), select="inner")
     assert main(["report", str(run)]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def problem_run(tmp_path_factory) -> Path:
+    """A reported run directory with every problem a report must flag (issue 11) and no recorded selection."""
+    run = make_run_dir(tmp_path_factory.mktemp("problems"), folds=(1, 2, 3))
+    # fold1's model predicted rows of its own training quarters (fold 2): no role column,
+    # the run's config.json says the model is fold 1's.
+    pred1 = pd.read_csv(run / "fold1" / "predictions.csv")
+    pred2 = pd.read_csv(run / "fold2" / "predictions.csv")
+    pd.concat([pred1, pred2.head(7)]).to_csv(run / "fold1" / "predictions.csv", index=False)
+    # fold2's file says which rows were not held out (predict's role column).
+    pred2["role"] = ["train"] * 5 + ["heldout"] * (len(pred2) - 5)
+    pred2.to_csv(run / "fold2" / "predictions.csv", index=False)
+    # fold3's model diverged and its probabilities are not finite.
+    hist = pd.read_csv(run / "fold3" / "history.csv")
+    hist.loc[1:, "train_loss"] = np.nan
+    hist.to_csv(run / "fold3" / "history.csv", index=False)
+    pred3 = pd.read_csv(run / "fold3" / "predictions.csv")
+    pred3.loc[3, "flare_prob"] = np.nan
+    pred3.to_csv(run / "fold3" / "predictions.csv", index=False)
+    assert main(["report", str(run)]) == 0
+    return run
+
+
+def test_report_opens_with_the_answer_and_its_numbers_are_the_librarys(inner_run):
+    run = inner_run
     page = (run / "report.html").read_text()
     positions = [page.index(f'<section id="{a}">') for a in SECTIONS]
     assert positions == sorted(positions), "skill first, configuration last"
@@ -129,25 +159,11 @@ def test_report_bad_run_dir(tmp_path, capsys):
 # --------------------------------------------------------------------------- warnings (issue 11)
 
 
-def test_warnings_head_the_page_and_bad_rows_are_left_out_of_every_score(tmp_path):
-    run = make_run_dir(tmp_path, folds=(1, 2, 3), select="last")
-    # fold1's model predicted rows of its own training quarters (fold 2): no role column,
-    # the run's config.json says the model is fold 1's.
+def test_warnings_head_the_page_and_bad_rows_are_left_out_of_every_score(problem_run):
+    run = problem_run
     pred1 = pd.read_csv(run / "fold1" / "predictions.csv")
+    pred1 = pred1[pred1["fold"] == 1]
     pred2 = pd.read_csv(run / "fold2" / "predictions.csv")
-    pd.concat([pred1, pred2.head(7)]).to_csv(run / "fold1" / "predictions.csv", index=False)
-    # fold2's file says which rows were not held out (predict's role column).
-    pred2["role"] = ["train"] * 5 + ["heldout"] * (len(pred2) - 5)
-    pred2.to_csv(run / "fold2" / "predictions.csv", index=False)
-    # fold3's model diverged and its probabilities are not finite.
-    hist = pd.read_csv(run / "fold3" / "history.csv")
-    hist.loc[1:, "train_loss"] = np.nan
-    hist.to_csv(run / "fold3" / "history.csv", index=False)
-    pred3 = pd.read_csv(run / "fold3" / "predictions.csv")
-    pred3.loc[3, "flare_prob"] = np.nan
-    pred3.to_csv(run / "fold3" / "predictions.csv", index=False)
-
-    assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
     box = page[page.index('id="warnings"'):page.index("</div>", page.index('id="warnings"'))]
     assert page.index('id="warnings"') < page.index('<section id="skill">')
@@ -155,6 +171,7 @@ def test_warnings_head_the_page_and_bad_rows_are_left_out_of_every_score(tmp_pat
     assert "fold2/predictions.csv" in box and "5 of" in box and "train 5" in box
     assert "fold3/predictions.csv" in box and "not a finite number" in box
     assert "diverged" in box and "from epoch 2" in box
+    assert "Model chosen on the scored fold" in box and "fold1, fold2" in box
     # Scores: the held-out rows of fold 1 and 2 only; fold 3 not at all.
     kept = [pred1, pred2[pred2["role"] == "heldout"]]
     tss, hss = pooled_tss_hss(kept)
@@ -185,27 +202,18 @@ def test_no_checkpoint_is_loaded_for_the_configuration(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- selection (issue 10)
 
 
-def test_selection_follows_the_inner_block_never_the_held_out_fold(tmp_path):
+def test_selection_follows_the_inner_block_never_the_held_out_fold(inner_run):
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_tss": [0.1, 0.2, 0.6], "inner_tss": [0.3, 0.5, 0.4]})
     sel = selection(history, {"select": "inner"})
     assert sel["epoch"] == 2 and "epoch 2 of 3" in sel["text"] and "inner validation block" in sel["text"]
     assert selection(history, {"select": "last"})["epoch"] == 3
     assert selection(history.drop(columns="inner_tss"), {})["select"] is None
 
-    run = make_run_dir(tmp_path, select="inner")
-    assert main(["report", str(run)]) == 0
-    page = (run / "report.html").read_text()
+    page = (inner_run / "report.html").read_text()
     assert 'id="warnings"' not in page
     assert "selected on an inner validation block" in section_html(page, "skill")
     training = section_html(page, "training")
     assert training.count("best.pt is epoch 2 of 3") == 2
-
-
-def test_a_run_without_recorded_selection_is_flagged(tmp_path):
-    run = make_run_dir(tmp_path)
-    assert main(["report", str(run)]) == 0
-    page = (run / "report.html").read_text()
-    assert "Model chosen on the scored fold" in page and "fold1, fold2" in page
 
 
 # --------------------------------------------------------------------------- the Skill section from plain dicts
@@ -382,13 +390,9 @@ def check_in_browser(page: Path, screenshot: Path | None = None, warnings: bool 
         driver.quit()
 
 
-def test_report_renders_in_headless_chromium(tmp_path):
-    run = make_run_dir(tmp_path, select="inner")
-    assert main(["report", str(run)]) == 0
-    check_in_browser(run / "report.html")
+def test_report_renders_in_headless_chromium(inner_run):
+    check_in_browser(inner_run / "report.html")
 
 
-def test_report_with_problems_renders_its_warning_first(tmp_path):
-    run = make_run_dir(tmp_path)
-    assert main(["report", str(run)]) == 0
-    check_in_browser(run / "report.html", warnings=True)
+def test_report_with_problems_renders_its_warning_first(problem_run):
+    check_in_browser(problem_run / "report.html", warnings=True)

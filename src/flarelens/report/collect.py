@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flarelens import evaluate, rundir
+from flarelens import rundir
 from flarelens.errors import FlareLensError
+from flarelens.predictions import HELD_OUT, read_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -168,26 +169,20 @@ def non_finite_rows(path: Path) -> int:
 def not_held_out(frame: pd.DataFrame, run: TrainingRun | None) -> pd.Series:
     """For each row of a prediction table, what it was to the scoring model if not held out, else ``""``.
 
-    The ``role`` column written by ``flarelens predict`` (``heldout``, ``inner``, ``train``,
-    ``purged``; docs/design.md) is taken at its word. Without it, a row whose ``fold``
-    differs from the fold the model was trained for (``model_fold``, else the config.json
-    of the run directory holding the file) is a ``train`` row: the model trained on every
-    other quarter.
+    The ``role`` of :mod:`flarelens.predictions` (``heldout``, ``inner``, ``train``, ``purged``;
+    docs/design.md) is taken at its word. Where it is unknown, a row whose ``fold`` differs
+    from the fold of the run directory holding the file (its config.json) is a ``train``
+    row: the model trained on every other quarter.
     """
     n = len(frame)
-    if "role" in frame:
-        role = frame["role"].fillna("").astype(str).str.strip().str.lower()
-        return role.where(~role.isin({"heldout", ""}), "")
-    model_fold = None
-    if "model_fold" in frame:
-        model_fold = pd.to_numeric(frame["model_fold"], errors="coerce").to_numpy(float)
-    elif run is not None and run.fold is not None:
-        model_fold = np.full(n, float(run.fold))
-    if model_fold is None or "fold" not in frame:
-        return pd.Series([""] * n, index=frame.index)
-    fold = pd.to_numeric(frame["fold"], errors="coerce").to_numpy(float)
-    trained = np.isfinite(fold) & np.isfinite(model_fold) & (fold != model_fold)
-    return pd.Series(np.where(trained, "train", ""), index=frame.index)
+    role = (frame["role"].fillna("").astype(str).str.strip().str.lower() if "role" in frame
+            else pd.Series([""] * n, index=frame.index))
+    out = role.where(role != HELD_OUT, "")
+    if run is not None and run.fold is not None and "fold" in frame:
+        fold = pd.to_numeric(frame["fold"], errors="coerce").to_numpy(float)
+        trained = (role == "").to_numpy() & np.isfinite(fold) & (fold != float(run.fold))
+        out = out.where(~trained, "train")
+    return out
 
 
 def _owning_run(path: Path, runs: list[TrainingRun]) -> TrainingRun | None:
@@ -254,7 +249,7 @@ def collect(root: str | os.PathLike) -> RunContents:
             predictions.append(PredictionFile(name, path, None, run))
             continue
         try:
-            frame = evaluate.read_predictions(path)
+            frame = read_predictions(path, rows="any")
         except FlareLensError as exc:
             problems.append(Problem("unreadable", name, f"{exc}; left out"))
             predictions.append(PredictionFile(name, path, None, run))

@@ -78,7 +78,7 @@ def _fold_text(frame: pd.DataFrame) -> str:
 def score(contents: RunContents, threshold: float) -> dict:
     """The verification result of the scored prediction files (the library's ``evaluate --json`` structure)."""
     frames = [pf.frame for pf in contents.scored]
-    return evaluate.evaluate_files(frames, threshold=threshold)
+    return evaluate.evaluate_files(frames, threshold=threshold, labels=contents.labels)
 
 
 def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, threshold: float = 0.5) -> Path:
@@ -114,7 +114,6 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if scored:
         result = score(contents, threshold)
         view = skill_view(result, [pf.name for pf in scored], [_fold_text(pf.frame) for pf in scored])
-        problems += [Problem("verification", "evaluate", w) for w in view["warnings"]]
         pooled = pd.concat([pf.frame[["flare_prob", "target"]] for pf in scored], ignore_index=True)
         prob = pooled["flare_prob"].to_numpy(float)
         target = pooled["target"].to_numpy(float, na_value=0)

@@ -307,6 +307,9 @@ def skill_section(view: Mapping, threshold: float, selection: str, probability_p
     notes += (" The study's numbers are theirs, printed for reference: real magnetograms at 512², not comparable with "
               "a synthetic demo.")
     body += p(notes, "note")
+    if view.get("warnings"):
+        items = "".join(f"<li>{esc(w)}</li>" for w in view["warnings"])
+        body += f'<div class="note">Notes from the verification:<ul>{items}</ul></div>'
     if view.get("baseline_error"):
         body += p(f"<strong>No baselines</strong>: {esc(view['baseline_error'])}", "note")
     if synthetic:
