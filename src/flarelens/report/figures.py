@@ -132,6 +132,8 @@ def training_figure(runs: Sequence[dict], per_row: int = 4):
     validation``, ``held-out fold``), so one legend above the panels names them all; the
     selected epoch is a vertical line.
     """
+    from matplotlib.ticker import MaxNLocator
+
     rows_kinds = ("loss", "skill", "lr")
     n = max(len(runs), 1)
     cols = min(n, per_row)
@@ -157,6 +159,7 @@ def training_figure(runs: Sequence[dict], per_row: int = 4):
                 ax.set_yscale("log")
             if r == len(rows_kinds) - 1:
                 ax.set_xlabel("epoch", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
     for j in range(len(runs), axes.shape[1] * blocks):

@@ -114,6 +114,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if scored:
         result = score(contents, threshold)
         view = skill_view(result, [pf.name for pf in scored], [_fold_text(pf.frame) for pf in scored])
+        # The library names files by their full path; on the page they are relative to the run directory.
+        view["warnings"] = [w.replace(f"{run_dir}{os.sep}", "") for w in view["warnings"]]
         pooled = pd.concat([pf.frame[["flare_prob", "target"]] for pf in scored], ignore_index=True)
         prob = pooled["flare_prob"].to_numpy(float)
         target = pooled["target"].to_numpy(float, na_value=0)
