@@ -10,6 +10,7 @@ import pytest
 from flarelens import evaluate, locations
 from flarelens.cli import main
 from flarelens.labels import make_labels
+from flarelens.predictions import write_predictions
 from flarelens.report import figures
 from flarelens.report.explanations import explanation_block
 from flarelens.report.limb import locations_section
@@ -44,8 +45,19 @@ def make_run_dir(root: Path, folds=(1, 2), select: str | None = None) -> Path:
         (run / "config.json").write_text(json.dumps(config))
         val = labels[labels["fold"] == k].copy()
         val["flare_prob"] = np.clip(0.35 * val["target"] + rng.uniform(0, 0.65, len(val)), 0, 1)
-        val[["timestamp", "file", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fold"]].to_csv(
-            run / "predictions.csv", index=False)
+        columns = ["timestamp", "file", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fl_start", "fold"]
+        if not select:  # a file from before predict recorded provenance
+            val[columns].to_csv(run / "predictions.csv", index=False)
+            continue
+        # As `flarelens predict` writes them: provenance columns, the sidecar, and the inner block's rows.
+        train_rows = labels[labels["fold"] != k]
+        meta = {"checkpoint": str(run / "best.pt"), "model_fold": k, "rows": "heldout",
+                "train_base_rate": float(train_rows["target"].mean()), "train_base_rate_source": "run config"}
+        write_predictions(val[columns].assign(model_fold=k, role="heldout"), run / "predictions.csv", meta)
+        inner = train_rows[train_rows["timestamp"] < f"2012-0{3 + 3 * (k % 2)}-01"].copy()
+        inner["flare_prob"] = np.clip(0.35 * inner["target"] + rng.uniform(0, 0.65, len(inner)), 0, 1)
+        write_predictions(inner[columns].assign(model_fold=k, role="inner"), run / "inner_predictions.csv",
+                          {**meta, "rows": "inner"})
     return root
 
 
@@ -113,9 +125,23 @@ def test_report_opens_with_the_answer_and_its_numbers_are_the_librarys(inner_run
     assert "<details>" in section_html(page, "config") and "<table" in section_html(page, "config")
     # The numbers come from the files: recompute them with the library and with the formulas.
     paths = [run / "fold1" / "predictions.csv", run / "fold2" / "predictions.csv"]
-    result = evaluate.evaluate_files(paths)
+    result = evaluate.evaluate_files(paths, labels=run / "labels.csv")
     tss, hss = pooled_tss_hss([pd.read_csv(p) for p in paths])
     assert model_row(page)[:2] == [f"{tss:.2f}", f"{hss:.2f}"]
+    # Every score of the main table, with its interval, is the library's on the same files.
+    table = page[page.index('<table class="t main">'):]
+    table = table[:table.index("</table>")]
+    pers = result["baselines"]["persistence"]["pooled"]
+    expected = {"model": result["pooled"], "persistence": pers,
+                "climatology": result["baselines"]["climatology"]["pooled"], "model − persistence": pers["difference"]}
+    for name, entry in expected.items():
+        row = re.search(rf"<tr[^>]*><th>{name}</th>(.*?)</tr>", table).group(1)
+        for score in ("tss", "hss", "bss", "auc"):
+            low, high = (f"{v:.2f}" for v in entry["ci"][score])
+            text = f'{entry[score]:.2f} <span class="ci">[{low}, {high}]</span>'
+            assert text.replace("-0.00", "0.00") in row, (name, score)  # the page never prints -0.00
+    inner = result["pooled"]["inner_threshold"]
+    assert re.search(rf"<th>model, inner-block threshold \(chosen per fold\)</th><td>{inner['tss']:.2f}</td>", table)
     skill = section_html(page, "skill")
     for item, name in zip(result["files"], ("fold1/predictions.csv", "fold2/predictions.csv")):
         row = re.search(rf"<th>{re.escape(name)}</th>(.*?)</tr>", skill).group(1)

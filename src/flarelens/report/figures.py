@@ -59,7 +59,7 @@ def skill_figure(roc: Mapping[str, dict], reliability: Mapping[str, dict], thres
     [...], "count": [...]}`` per probability bin (mean forecast probability, observed
     frequency, instances; optional ``bin_low``), the counts drawn in a panel of their own
     under the diagram. ``thresholds``: name -> ``{"threshold": [...], "tss": [...], "hss":
-    [...]}``; ``marks``: label -> threshold drawn as vertical lines; ``levels``: label -> TSS
+    [...]}``; ``marks``: label -> threshold (or thresholds) drawn as vertical lines; ``levels``: label -> TSS
     of a yes/no forecast that has no threshold (persistence), drawn as horizontal lines;
     ``climatology``: the base rate drawn on the reliability diagram.
     """
@@ -115,7 +115,8 @@ def skill_figure(roc: Mapping[str, dict], reliability: Mapping[str, dict], thres
     for label, value in (levels or {}).items():
         ax_thr.axhline(value, color=colour(label.split(" ")[0]), lw=1.2, ls=":", label=label)
     for i, (label, value) in enumerate((marks or {}).items()):
-        ax_thr.axvline(value, color="k", lw=0.8, ls=[":", "-."][i % 2], label=label)
+        for j, v in enumerate(np.atleast_1d(value)):
+            ax_thr.axvline(v, color="k", lw=0.8, ls=[":", "-."][i % 2], label=label if j == 0 else None)
     ax_thr.axhline(0, color="k", lw=0.5)
     ax_thr.set(xlim=(0, 1), xlabel="probability threshold", ylabel="skill", title="skill vs threshold")
     for ax in (ax_roc, ax_rel, ax_cnt, ax_thr):

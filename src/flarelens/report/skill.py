@@ -99,8 +99,9 @@ def _curves(item: Mapping | None) -> dict:
 
 
 def _inner_threshold(item: Mapping | None) -> dict | None:
+    """The entry's scores at the threshold chosen on the inner block (``threshold`` None when per file)."""
     value = item.get("inner_threshold") if isinstance(item, Mapping) else None
-    return value if isinstance(value, Mapping) and value.get("threshold") is not None else None
+    return value if isinstance(value, Mapping) and value.get("tss") is not None else None
 
 
 def skill_view(result: Mapping, names: Sequence[str] | None = None, folds: Sequence[str] | None = None) -> dict:
@@ -186,12 +187,26 @@ def verdict(view: Mapping) -> str:
         return head + "."
     ci = diff["ci"].get("tss")
     d = f"model − persistence {interval(diff['tss'], ci)}"
-    if ci and ci[0] is not None and ci[0] > 0:
-        return f"<strong>The model beats persistence.</strong> {head}; {d} (the 95 % interval lies above 0)."
-    if ci and ci[1] is not None and ci[1] < 0:
-        return f"<strong>Persistence beats the model.</strong> {head}; {d} (the 95 % interval lies below 0)."
-    return (f"<strong>The model is not distinguishable from persistence</strong> on these instances. {head}; {d} "
-            "(the 95 % interval includes 0).")
+    side = _side(ci)
+    if side > 0:
+        text = f"<strong>The model beats persistence.</strong> {head}; {d} (the 95 % interval lies above 0)."
+    elif side < 0:
+        text = f"<strong>Persistence beats the model.</strong> {head}; {d} (the 95 % interval lies below 0)."
+    else:
+        text = (f"<strong>The model is not distinguishable from persistence</strong> on these instances. {head}; {d} "
+                "(the 95 % interval includes 0).")
+    if diff.get("bss") is not None:
+        words = {1: "better than", -1: "worse than", 0: "not distinguishable from"}[_side(diff["ci"].get("bss"))]
+        text += (f" As probabilities (BSS) the model is {words} persistence's: "
+                 f"difference {interval(diff['bss'], diff['ci'].get('bss'))}.")
+    return text
+
+
+def _side(ci) -> int:
+    """+1 when an interval lies above 0, -1 below, 0 when it includes 0 or is unknown."""
+    if not ci or len(ci) != 2 or any(c is None for c in ci):
+        return 0
+    return 1 if ci[0] > 0 else -1 if ci[1] < 0 else 0
 
 
 def main_table(view: Mapping) -> str:
@@ -201,6 +216,12 @@ def main_table(view: Mapping) -> str:
     for fc in view["forecasts"]:
         rows.append([esc(fc["name"])] + [interval(fc.get(k), fc["ci"].get(k)) for k in SCORES] + [num(fc.get("brier"), 3)])
         classes.append("model" if fc["name"] == "model" else None)
+    inner = view.get("inner_threshold")
+    if inner:
+        at = f"{float(inner['threshold']):.2f}" if inner.get("threshold") is not None else "chosen per fold"
+        rows.append([f"model, inner-block threshold ({at})", num(inner.get("tss")), num(inner.get("hss")),
+                     "—", "—", "—"])
+        classes.append(None)
     diff = view.get("difference")
     if diff:
         rows.append(["model − persistence"] + [interval(diff.get(k), diff["ci"].get(k)) for k in SCORES] + [num(diff.get("brier"), 3)])
@@ -208,7 +229,7 @@ def main_table(view: Mapping) -> str:
     rows.append(["the study's VGG16 — <em>theirs, published</em> (real data)",
                  num(STUDY_REFERENCE["tss_mean"]), num(STUDY_REFERENCE["hss_mean"]), "—", "—", "—"])
     classes.append("theirs")
-    return html_table(header, rows, row_classes=classes)
+    return html_table(header, rows, cls="t main", row_classes=classes)
 
 
 def per_file_table(view: Mapping) -> str:
@@ -229,7 +250,7 @@ def per_file_table(view: Mapping) -> str:
                + [num(r.get("persistence_tss")), interval(d.get("tss"), d["ci"].get("tss")) if d else "—"])
         if inner:
             it = r.get("inner_threshold")
-            row.append(f"{num(it.get('tss'))} ({num(it['threshold'])})" if it else "—")
+            row.append(f"{num(it.get('tss'))} (at {num(it.get('threshold'))})" if it else "—")
         row.append(f'<span class="theirs">{num(theirs[0], 4)} / {num(theirs[1], 4)}</span>' if theirs else "—")
         rows.append(row)
     return html_table(header, rows)
@@ -263,9 +284,12 @@ def skill_figure(view: Mapping, threshold: float) -> str:
     if not (roc or rel or thr):
         return p("No ROC, reliability or threshold curves in the verification result.", "note")
     marks = {f"threshold {threshold:g}": threshold}
-    inner = view.get("inner_threshold")
-    if inner:
-        marks[f"threshold chosen on the inner block ({float(inner['threshold']):.2f})"] = float(inner["threshold"])
+    chosen = sorted({float(r["inner_threshold"]["threshold"]) for r in view["per_file"]
+                     if r.get("inner_threshold") and r["inner_threshold"].get("threshold") is not None})
+    if len(chosen) == 1:
+        marks[f"threshold chosen on the inner block ({chosen[0]:.2f})"] = chosen[0]
+    elif chosen:
+        marks[f"thresholds chosen on the inner blocks ({', '.join(f'{c:.2f}' for c in chosen)})"] = chosen
     png = figures.to_png(figures.skill_figure(roc, rel, thr, points=view.get("points"), marks=marks, climatology=view.get("climatology"),
                                                       levels=levels))
     return img(png, "ROC, reliability diagram and skill vs threshold")
