@@ -26,7 +26,7 @@ def test_demo_runs_every_step_then_resumes_without_redoing_them(tmp_path, capsys
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert len(evaluation["files"]) == 2 and set(evaluation["mean"]) == {"tss", "hss"}
     page = report.read_text()
-    assert f'{evaluation["mean"]["tss"]:.2f} ±' in page and "comparison" in page
+    assert f'<tr class="model"><th>model</th><td>{evaluation["pooled"]["tss"]:.2f} ' in page and "comparison" in page
 
     checkpoint = (out / "fold1" / "best.pt").stat().st_mtime_ns
     images = sorted(p.stat().st_mtime_ns for p in (out / "images").rglob("*.jpg"))

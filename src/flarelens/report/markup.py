@@ -87,7 +87,7 @@ table.t{border-collapse:collapse;margin:.6em 0;font-size:.9em} table.t th,table.
 table.t th{background:#f6f6f6} td.good{background:#e8f5e9} td.bad{background:#fdecea}
 table.t tr.theirs th,table.t tr.theirs td{background:#f4f4f4;color:#666;font-style:italic}
 table.t tr.diff th,table.t tr.diff td{font-weight:600;border-top:2px solid #999}
-table.t tr.model th,table.t tr.model td{font-weight:600} table.main td{white-space:nowrap}
+table.t tr.model th,table.t tr.model td{font-weight:600} table.main .ci{display:block}
 .ci{color:#666;font-size:.9em;white-space:nowrap} .theirs{color:#666;font-style:italic;white-space:nowrap}
 .cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.8em 1em;flex:1;min-width:220px}
 .card.ref{background:#fafafa;color:#555}.big{font-size:1.8em;font-weight:600}
