@@ -268,6 +268,15 @@ def test_the_answer_reads_the_interval_of_the_difference(low, high, answer):
     assert f"[{low:.2f}, {high:.2f}]" in text
 
 
+def test_the_answer_also_reads_the_probabilities():
+    result = result_with_difference(0.05, 0.3)
+    diff = result["baselines"]["persistence"]["pooled"]["difference"]
+    diff.update(bss=-0.2, ci={**diff["ci"], "bss": [-0.3, -0.1]})
+    assert "As probabilities (BSS) the model is worse than persistence's" in verdict(skill_view(result))
+    diff["ci"]["bss"] = [-0.3, 0.1]
+    assert "not distinguishable from persistence's" in verdict(skill_view(result))
+
+
 def test_main_table_has_model_baselines_difference_and_theirs():
     view = skill_view(result_with_difference(0.05, 0.3))
     assert [f["name"] for f in view["forecasts"]] == ["model", "model (calibrated)", "persistence", "climatology"]
