@@ -146,10 +146,7 @@ def explain_instances(
         raise FlareLensError("nothing selected: no instance to explain")
     device = torch.device(settings.device)
     if image_size is None:
-        if frame.empty:
-            image_size = 0
-        else:
-            image_size = int(load_images(root, frame.iloc[:1], None)[0].shape[-1])
+        image_size = int(load_images(root, frame.iloc[:1], None)[0].shape[-1])
 
     layer = settings.layer or default_layer(model)
     find_layer(model, layer)  # a wrong name fails before anything is written
@@ -161,7 +158,7 @@ def explain_instances(
     maps_dir, overlay_dir = out / "maps", out / "overlays"
     maps_dir.mkdir(parents=True, exist_ok=True)
     stems = [storage.stem_of(row) for _, row in frame.iterrows()]
-    pending = [i for i, s in enumerate(stems) if not storage.is_done(maps_dir / f"{s}.npz", methods)]
+    pending = [i for i, s in enumerate(stems) if not storage.is_done(storage.map_path(maps_dir, s), methods)]
 
     attributor = None
     if pending:
@@ -193,7 +190,7 @@ def explain_instances(
     write_csv(table, files["scores"])
     write_text(json.dumps(json_safe(summary), indent=1) + "\n", files["summary"])
 
-    if settings.comparison_rows > 0 and len(frame):
+    if settings.comparison_rows > 0:
         # Spread over the selection (time order), so one figure spans the period.
         picks = np.unique(np.linspace(0, len(frame) - 1, min(settings.comparison_rows, len(frame))).round().astype(int))
         panels = []
