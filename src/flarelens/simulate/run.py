@@ -19,12 +19,12 @@ from flarelens import geometry
 from flarelens.catalog import bundled_catalog_path, flux_to_class, read_catalog
 from flarelens.errors import FlareLensError
 from flarelens.fileio import atomic_path, write_csv, write_text
-from flarelens.images import image_relpath
+from flarelens.images import byte_scale, image_relpath
 from flarelens.labels import TIME_FORMAT, parse_duration, sample_times
 from flarelens.progress import bar as progress_bar
 from flarelens.simulate.evolution import region_states
 from flarelens.simulate.regions import RegionModel, build_regions
-from flarelens.simulate.rendering import JPEG_QUALITY, encode_jpeg, render_field, to_pixels
+from flarelens.simulate.rendering import JPEG_QUALITY, encode_jpeg, render_field
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def simulate_image(time, size: int = 512, seed: int = 0, catalog=None, model: Re
         model = build_regions(cat, t, t, seed)
     eph = geometry.ephemeris(t)
     field_g = render_field(int(t.value), eph, size, model)
-    return to_pixels(field_g), ground_truth(model, pd.DatetimeIndex([t]), size, eph=geometry.ephemeris(pd.DatetimeIndex([t])))
+    return byte_scale(field_g), ground_truth(model, pd.DatetimeIndex([t]), size, eph=geometry.ephemeris(pd.DatetimeIndex([t])))
 
 
 # Worker state (set once per process by the pool initializer).
@@ -95,7 +95,7 @@ def _render_one(task) -> str:
     w = _WORKER
     eph = geometry.Ephemeris(*eph_tuple)
     field_g = render_field(t_ns, eph, w["size"], w["model"], w["layouts"])
-    pixels = to_pixels(field_g)
+    pixels = byte_scale(field_g)
     rng = np.random.default_rng([w["model"].seed, 19, int(t_ns // 10**9)])
     data = encode_jpeg(pixels, np.isnan(field_g), rng, w["quality"])
     path = w["out"] / rel
