@@ -338,6 +338,11 @@ def test_other_settings_into_the_same_directory_are_refused(tmp_path, capsys):
     rc = main(["simulate", "--start", "2011-06-07", "--end", "2011-06-07", "--out", str(tmp_path), "--size", "32", "--seed", "5", "--quiet"])
     assert rc == 1
     assert "seed" in capsys.readouterr().err
+    # A damaged record refuses too (one line), and is left as it was.
+    (tmp_path / "simulate.json").write_text("{not json")
+    with pytest.raises(FlareLensError, match="simulate.json: damaged settings"):
+        sim.simulate("2011-06-07T00:00", "2011-06-07T00:00", "1h", 32, tmp_path, seed=0, progress=False)
+    assert (tmp_path / "simulate.json").read_text() == "{not json"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -5,7 +5,6 @@ regions.csv, resuming and refusing to mix settings.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -18,10 +17,11 @@ import pandas as pd
 from flarelens import geometry
 from flarelens.catalog import bundled_catalog_path, flux_to_class, read_catalog
 from flarelens.errors import FlareLensError
-from flarelens.fileio import atomic_path, write_csv, write_text
+from flarelens.fileio import atomic_path, write_csv
 from flarelens.images import byte_scale, image_relpath
 from flarelens.labels import TIME_FORMAT, parse_duration, sample_times
 from flarelens.progress import bar as progress_bar
+from flarelens.settings import check_same_settings
 from flarelens.simulate.evolution import region_states
 from flarelens.simulate.regions import RegionModel, build_regions
 from flarelens.simulate.rendering import JPEG_QUALITY, encode_jpeg, render_field
@@ -132,22 +132,6 @@ def _catalog_digest(catalog) -> str:
         raise FlareLensError(f"{path}: no such catalog file") from None
 
 
-def _check_settings(out: Path, settings: dict) -> None:
-    """Refuse to mix images of other settings into ``out``; remember this run's."""
-    path = out / "simulate.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise FlareLensError(f"{path}: unreadable; delete it (and the images) or use another --out") from None
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        if diff:
-            what = ", ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise FlareLensError(f"{out} holds images simulated with other settings ({what}); use another --out or the same settings")
-    else:
-        write_text(json.dumps(settings, indent=1) + "\n", path)
-
-
 def simulate(start, end, cadence="1h", size: int = 512, out="simulated", seed: int = 0, catalog=None,
              workers: int | None = None, progress: bool = True) -> SimulationSummary:
     """Simulate full-disk magnetograms every ``cadence`` from ``start`` to ``end`` (UTC, inclusive).
@@ -174,7 +158,9 @@ def simulate(start, end, cadence="1h", size: int = 512, out="simulated", seed: i
     digest = _catalog_digest(catalog)
     cat = read_catalog(catalog)
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, {"simulator_version": SIMULATOR_VERSION, "seed": int(seed), "size": int(size), "catalog_sha256": digest})
+    settings = {"simulator_version": SIMULATOR_VERSION, "seed": int(seed), "size": int(size), "catalog_sha256": digest}
+    check_same_settings(out / "simulate.json", settings, what="images simulated",
+                        hint="use another --out or the same settings (or delete the images and simulate.json)")
 
     model = build_regions(cat, times[0], times[-1], int(seed))
     eph = geometry.ephemeris(times)
