@@ -320,9 +320,12 @@ def auc_terms(y_true, prob, blocks=None, n_blocks: int | None = None) -> tuple[n
     n_blocks = (int(blocks.max()) + 1 if blocks.size else 1) if n_blocks is None else int(n_blocks)
     pos = y == 1
     p_pos, b_pos = p[pos], blocks[pos]
+    neg_order = np.flatnonzero(~pos)
+    neg_order = neg_order[np.lexsort((p[neg_order], blocks[neg_order]))]  # by block, then probability
+    bounds = np.searchsorted(blocks[neg_order], np.arange(n_blocks + 1))
     S = np.zeros((n_blocks, n_blocks))
     for c in range(n_blocks):
-        neg = np.sort(p[~pos & (blocks == c)])
+        neg = p[neg_order[bounds[c]:bounds[c + 1]]]
         if neg.size == 0 or p_pos.size == 0:
             continue
         below = np.searchsorted(neg, p_pos, side="left")
@@ -341,8 +344,11 @@ def auc_of_terms(terms: tuple[np.ndarray, np.ndarray, np.ndarray], weights=None)
     m = np.ones((1, P.size)) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float))
     total_pos, total_neg = m @ P, m @ N
     defined = (total_pos > 0) & (total_neg > 0)
+    # Only blocks with positives (rows) and with negatives (columns) contribute.
+    rows, cols = P > 0, N > 0
+    pairs = np.einsum("rb,rb->r", m[:, rows] @ S[np.ix_(rows, cols)], m[:, cols])
     with np.errstate(invalid="ignore", divide="ignore"):
-        values = np.where(defined, np.einsum("rb,rb->r", m @ S, m) / (total_pos * total_neg), np.nan)
+        values = np.where(defined, pairs / (total_pos * total_neg), np.nan)
     if weights is not None and np.ndim(weights) == 2:
         return values
     return float(values[0]) if defined[0] else None
