@@ -1,6 +1,6 @@
 """Scoring prediction files: the skill of the model and of the catalog's baselines, with
-intervals, per file and over files; and (below, moving to ``flarelens.locations``) where on
-the disk the flares that were missed lie.
+intervals, per file and over files (where on the disk the flares that were missed lie is
+:mod:`flarelens.locations`).
 
 Prediction files are read by :mod:`flarelens.predictions` (ours and the original study's
 formats). :func:`evaluate_files` scores them: TP/FP/TN/FN, TSS and HSS at the threshold
@@ -14,9 +14,7 @@ the same instances, and 95 % day-block bootstrap intervals (docs/design.md has t
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,6 @@ import pandas as pd
 
 from flarelens import bootstrap, metrics
 from flarelens.errors import FlareLensError
-from flarelens.fileio import atomic_path, write_csv, write_text
 from flarelens.metrics import check_threshold
 from flarelens.predictions import (  # noqa: F401 - FLARELENS, STUDY_CLASS, detect_format: names kept for importers
     CALIBRATED, FLARELENS, HELD_OUT, INNER, INNER_NAME, STUDY, STUDY_CLASS, as_frames, detect_format,
@@ -35,18 +32,6 @@ from flarelens.predictions import (  # noqa: F401 - FLARELENS, STUDY_CLASS, dete
 )
 
 logger = logging.getLogger(__name__)
-
-#: The location functions below still use this name until they move to flarelens.locations.
-_as_frames = as_frames
-
-#: Flare classes of the location analysis, largest first.
-LOCATION_CLASSES = ("X", "M")
-
-#: A flare is central when |longitude| <= LIMB_LONGITUDE degrees (docs/design.md), near-limb beyond.
-LIMB_LONGITUDE = 70.0
-
-#: Recall-map cell size in degrees of longitude and latitude.
-CELL_DEG = 5.0
 
 #: Scores that get bootstrap intervals (``ci``) and a model - persistence difference.
 CI_SCORES = ("tss", "hss", "bss", "auc")
@@ -569,221 +554,3 @@ def format_skill(result: dict) -> str:
         lines.append(f"warning: {note}")
     return "\n".join(lines)
 
-
-# --------------------------------------------------------------------------- locations
-
-
-def flare_instances(predictions, classes: Sequence[str] = LOCATION_CLASSES) -> pd.DataFrame:
-    """The instances whose largest flare is of one of ``classes`` (GOES letters).
-
-    ``predictions``: a normalised table, a prediction file, or a sequence of either (they
-    are concatenated). Returns columns ``flare_class`` (the letter), ``goes_class``,
-    ``flare_prob``, ``fl_lon``, ``fl_lat``, ``timestamp``, ``path``. Raises
-    :class:`FlareLensError` for a table without flare classes (the study's fold files).
-    """
-    classes = tuple(c.upper() for c in classes)
-    parts = []
-    for frame in _as_frames(predictions):
-        if frame.attrs.get("format") == STUDY or "goes_class" not in frame:
-            raise FlareLensError(
-                f"{frame.attrs.get('path', 'predictions')}: has no flare classes or positions (study fold file); "
-                "the location analysis needs our predictions.csv or the study's per-class files (x_class.csv, m_class.csv)"
-            )
-        letter = frame["goes_class"].astype(str).str[:1]
-        sel = frame.loc[letter.isin(classes), ["goes_class", "flare_prob", "fl_lon", "fl_lat", "timestamp"]].copy()
-        sel.insert(0, "flare_class", letter[sel.index])
-        sel["path"] = frame.attrs.get("path", "")
-        parts.append(sel)
-    columns = ["flare_class", "goes_class", "flare_prob", "fl_lon", "fl_lat", "timestamp", "path"]
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(parts, ignore_index=True)[columns]
-
-
-def location_analysis(
-    predictions,
-    threshold: float = metrics.THRESHOLD,
-    classes: Sequence[str] = LOCATION_CLASSES,
-    limb: float = LIMB_LONGITUDE,
-) -> dict:
-    """Hits and misses of X- and M-class flare instances, central vs near-limb.
-
-    For each class, among the instances whose largest flare is of that class: TP
-    (``flare_prob >= threshold``) and FN (below) for central flares (|lon| <= ``limb``,
-    70° by default, boundary included) and near-limb flares (|lon| > ``limb``); instances
-    whose position is unknown (no longitude or latitude) are counted apart. Returns::
-
-        {"X": {"central": {"tp", "fn"}, "limb": {"tp", "fn"}, "unknown": n}, "M": {...}}
-    """
-    threshold = check_threshold(threshold)
-    inst = flare_instances(predictions, classes)
-    hit = inst["flare_prob"].to_numpy(dtype=float) >= threshold
-    lon = inst["fl_lon"].to_numpy(dtype=float)
-    known = np.isfinite(lon) & np.isfinite(inst["fl_lat"].to_numpy(dtype=float))
-    central = known & (np.abs(np.where(known, lon, 0.0)) <= limb)
-    near_limb = known & ~central
-    result = {}
-    for cls in (c.upper() for c in classes):
-        of = inst["flare_class"].to_numpy() == cls
-        result[cls] = {
-            "central": {"tp": int(np.sum(of & central & hit)), "fn": int(np.sum(of & central & ~hit))},
-            "limb": {"tp": int(np.sum(of & near_limb & hit)), "fn": int(np.sum(of & near_limb & ~hit))},
-            "unknown": int(np.sum(of & ~known)),
-        }
-    return result
-
-
-def format_locations(result: dict, limb: float = LIMB_LONGITUDE) -> str:
-    """The table ``flarelens locations`` prints for a :func:`location_analysis` result."""
-    lines = [f"{'class':<6}{'region':<22}{'TP':>8}{'FN':>8}{'recall':>9}"]
-    lines.append("-" * len(lines[0]))
-    for cls, parts in result.items():
-        for region, label in (("central", f"central |lon|<={limb:g}°"), ("limb", f"limb |lon|>{limb:g}°")):
-            tp, fn = parts[region]["tp"], parts[region]["fn"]
-            recall = f"{tp / (tp + fn):>9.4f}" if tp + fn else f"{'-':>9}"
-            lines.append(f"{cls:<6}{label:<22}{tp:>8}{fn:>8}{recall}")
-        lines.append(f"{cls:<6}{'position unknown':<22}{parts['unknown']:>8} instance(s)")
-    return "\n".join(lines)
-
-
-def cell_index(degrees, cell: float = CELL_DEG) -> np.ndarray:
-    """Grid cell of each angle: cell k covers [k·cell, (k+1)·cell] degrees.
-
-    A value on a cell boundary goes to the cell nearer 0°, so that with 5° cells +-70°
-    falls in the central cells (65-70 and -70--65), as the central/limb split says, and
-    0° in the cell 0-5. NaN gives a NaN index.
-    """
-    v = np.asarray(degrees, dtype=float)
-    with np.errstate(invalid="ignore"):
-        return np.where(v >= 0, np.maximum(np.ceil(v / cell) - 1, 0), -np.ceil(-v / cell))
-
-
-def recall_cells(
-    predictions,
-    threshold: float = metrics.THRESHOLD,
-    classes: Sequence[str] = LOCATION_CLASSES,
-    cell: float = CELL_DEG,
-) -> pd.DataFrame:
-    """Hits and misses per ``cell``° × ``cell``° longitude-latitude cell (cells with flares only).
-
-    Columns ``lon_min, lon_max, lat_min, lat_max`` (degrees), ``tp``, ``fn``, ``recall``
-    (TP/(TP+FN)), ``no_hit`` (flares but no correct forecast), sorted by latitude then
-    longitude. Instances of unknown position are left out. Cell boundaries: see
-    :func:`cell_index`.
-    """
-    threshold = check_threshold(threshold)
-    if not cell > 0:
-        raise FlareLensError(f"cell size must be positive degrees, got {cell!r}")
-    inst = flare_instances(predictions, classes)
-    lon = inst["fl_lon"].to_numpy(dtype=float)
-    lat = inst["fl_lat"].to_numpy(dtype=float)
-    known = np.isfinite(lon) & np.isfinite(lat)
-    table = pd.DataFrame({
-        "i": cell_index(lon[known], cell).astype(int),
-        "j": cell_index(lat[known], cell).astype(int),
-        "hit": inst["flare_prob"].to_numpy(dtype=float)[known] >= threshold,
-    })
-    grouped = table.groupby(["j", "i"])["hit"].agg(tp="sum", n="size").reset_index()
-    out = pd.DataFrame({
-        "lon_min": grouped["i"] * cell, "lon_max": (grouped["i"] + 1) * cell,
-        "lat_min": grouped["j"] * cell, "lat_max": (grouped["j"] + 1) * cell,
-        "tp": grouped["tp"].astype(int), "fn": (grouped["n"] - grouped["tp"]).astype(int),
-    })
-    out["recall"] = out["tp"] / (out["tp"] + out["fn"])
-    out["no_hit"] = out["tp"] == 0
-    return out.astype({"lon_min": float, "lon_max": float, "lat_min": float, "lat_max": float}).reset_index(drop=True)
-
-
-def recall_map(
-    predictions,
-    threshold: float = metrics.THRESHOLD,
-    out_png: str | os.PathLike = "recall_map.png",
-    classes: Sequence[str] = LOCATION_CLASSES,
-    cell: float = CELL_DEG,
-    limb: float = LIMB_LONGITUDE,
-    title: str | None = None,
-) -> Path:
-    """Draw the recall of flare instances per longitude-latitude cell and save it as PNG.
-
-    Colour: TP/(TP+FN) of the instances whose largest flare lies in the cell (blank where
-    none); a red star marks cells with flares but no correct forecast; dashed lines mark
-    the central/limb boundary at ±``limb``°. Axes: Stonyhurst longitude from -90° to 90°
-    and latitude from -40° to 40° at least, widened to hold every flare. Written
-    atomically; returns the path.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    cells = recall_cells(predictions, threshold, classes, cell)
-    n_unknown = sum(v["unknown"] for v in location_analysis(predictions, threshold, classes, limb).values())
-    i = np.rint(cells["lon_min"].to_numpy() / cell).astype(int)
-    j = np.rint(cells["lat_min"].to_numpy() / cell).astype(int)
-    i0 = min([int(math.floor(-90 / cell))] + list(i))
-    i1 = max([int(math.ceil(90 / cell))] + list(i + 1))
-    j0 = min([int(math.floor(-40 / cell))] + list(j))
-    j1 = max([int(math.ceil(40 / cell))] + list(j + 1))
-    grid = np.full((j1 - j0, i1 - i0), np.nan)
-    grid[j - j0, i - i0] = cells["recall"].to_numpy(dtype=float)
-    lon_edges = np.arange(i0, i1 + 1) * cell
-    lat_edges = np.arange(j0, j1 + 1) * cell
-
-    fig = Figure(figsize=(11, 5.2), dpi=110, layout="constrained")
-    ax = fig.add_subplot()
-    mesh = ax.pcolormesh(lon_edges, lat_edges, np.ma.masked_invalid(grid), cmap="Blues", vmin=0, vmax=1,
-                         edgecolors="#dddddd", linewidth=0.3)
-    fig.colorbar(mesh, ax=ax, label="recall TP/(TP+FN)", shrink=0.9, pad=0.01)
-    miss = cells[cells["no_hit"]]
-    ax.scatter((miss["lon_min"] + miss["lon_max"]) / 2, (miss["lat_min"] + miss["lat_max"]) / 2,
-               marker="*", s=70, color="red", zorder=3)
-    for x in (-limb, limb):
-        ax.axvline(x, color="red", linestyle="--", linewidth=1)
-    ax.set_xlim(lon_edges[0], lon_edges[-1])
-    ax.set_ylim(lat_edges[0], lat_edges[-1])
-    ax.set_aspect("equal")
-    step = 15 if (lon_edges[-1] - lon_edges[0]) > 120 else 10
-    ax.set_xticks(np.arange(math.ceil(lon_edges[0] / step) * step, lon_edges[-1] + 1e-9, step))
-    ax.set_xlabel("heliographic longitude (degrees from central meridian)")
-    ax.set_ylabel("heliographic latitude (degrees)")
-    n = int((cells["tp"] + cells["fn"]).sum())
-    names = " and ".join(c.upper() for c in classes)
-    ax.set_title(title or f"Recall of {names}-class flare instances at threshold {threshold:g} "
-                 f"({n} with position, {cell:g}° cells)")
-    handles = [Line2D([], [], marker="*", color="red", linestyle="None", markersize=9, label="flares, none forecast"),
-               Line2D([], [], color="red", linestyle="--", label=f"central/limb boundary ±{limb:g}°")]
-    if n_unknown:
-        handles.append(Line2D([], [], linestyle="None", label=f"{n_unknown} instance(s) of unknown position not shown"))
-    # Outside the axes, so that it never hides a cell.
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png")
-    return out_png
-
-
-def write_locations(
-    predictions,
-    out_dir: str | os.PathLike,
-    threshold: float = metrics.THRESHOLD,
-    cell: float = CELL_DEG,
-) -> dict:
-    """Write the location analysis of X and M flares to ``out_dir`` and return its result.
-
-    Files: ``locations.json`` (the :func:`location_analysis` structure), ``recall_cells.csv``
-    (the :func:`recall_cells` table for X, M and both together, told apart by the
-    ``classes`` column: ``X``, ``M``, ``X+M``), and the maps ``recall_map.png`` (X and M
-    together), ``recall_map_X.png``, ``recall_map_M.png``.
-    """
-    threshold = check_threshold(threshold)
-    frames = _as_frames(predictions)
-    out_dir = Path(out_dir)
-    result = location_analysis(frames, threshold)
-    cells = []
-    for classes, name in ((("X",), "X"), (("M",), "M"), (("X", "M"), "X+M")):
-        table = recall_cells(frames, threshold, classes, cell)
-        table.insert(0, "classes", name)
-        cells.append(table)
-        suffix = "" if name == "X+M" else f"_{name}"
-        recall_map(frames, threshold, out_dir / f"recall_map{suffix}.png", classes, cell)
-    write_csv(pd.concat(cells, ignore_index=True), out_dir / "recall_cells.csv")
-    write_text(json.dumps(result, indent=2) + "\n", out_dir / "locations.json")
-    return result
