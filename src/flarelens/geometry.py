@@ -101,6 +101,8 @@ def to_days(times) -> np.ndarray | float:
         stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
     ns = stamps.as_unit("ns").asi8
     days = ns // _NS_PER_DAY + (ns % _NS_PER_DAY) / _NS_PER_DAY
+    # A missing time (NaT) gives NaN days rather than a date in the year -292 billion.
+    days = np.where(np.asarray(stamps.isna()), np.nan, days)
     return float(days[0]) if shape is None else days.reshape(shape)
 
 
@@ -130,13 +132,20 @@ def _ephemeris_block(block: int):
 
 
 def ephemeris(times) -> Ephemeris:
-    """B0, angular radius, Carrington L0 and distance of the Sun seen from Earth at UTC times."""
-    days = np.asarray(to_days(times), dtype=float)
+    """B0, angular radius, Carrington L0 and distance of the Sun seen from Earth at UTC times.
+
+    NaN for a missing time (NaT).
+    """
+    return _ephemeris_days(np.asarray(to_days(times), dtype=float))
+
+
+def _ephemeris_days(days: np.ndarray) -> Ephemeris:
     flat = np.atleast_1d(days).ravel()
-    out = np.empty((4, flat.size))
-    blocks = np.floor(flat / _BLOCK_DAYS).astype(np.int64)
-    for block in np.unique(blocks):
-        sel = blocks == block
+    out = np.full((4, flat.size), np.nan)
+    known = np.isfinite(flat)
+    blocks = np.floor(np.where(known, flat, 0.0) / _BLOCK_DAYS).astype(np.int64)
+    for block in np.unique(blocks[known]):
+        sel = known & (blocks == block)
         out[:, sel] = _ephemeris_block(int(block))(flat[sel])
     out[2] %= 360.0
     if days.ndim == 0:
@@ -252,11 +261,14 @@ def mu(lon, lat, time):
 
     1 at disk centre, 0 at the limb, negative on the far side.
     """
-    eph = ephemeris(time)
-    x, y, z = _heliocentric(np.asarray(lon, float), np.asarray(lat, float), eph.b0)
-    dist = np.asarray(eph.distance)
-    value = (z * dist - 1.0) / np.sqrt(x**2 + y**2 + (dist - z) ** 2)
+    value = _mu(np.asarray(lon, float), np.asarray(lat, float), ephemeris(time))
     return float(value) if np.ndim(value) == 0 else value
+
+
+def _mu(lon, lat, eph: Ephemeris):
+    x, y, z = _heliocentric(lon, lat, eph.b0)
+    dist = np.asarray(eph.distance)
+    return (z * dist - 1.0) / np.sqrt(x**2 + y**2 + (dist - z) ** 2)
 
 
 def rotation_rate(lat, model: str = "howard"):
@@ -291,6 +303,68 @@ def rotate(lon, lat, t0, t1, model: str = "howard"):
     the sidereal rate minus the Carrington rate, and the Earth's own motion enters through
     L0. Arrays broadcast; the result is in [-180, 180).
     """
-    dt_days = np.asarray(to_days(t1), float) - np.asarray(to_days(t0), float)
-    drift = (rotation_rate(lat, model) - CARRINGTON_RATE) * dt_days
-    return wrap_lon(carrington_lon(lon, t0) + drift - ephemeris(t1).l0)
+    return _rotate_days(lon, lat, np.asarray(to_days(t0), float), np.asarray(to_days(t1), float), model)
+
+
+def _rotate_days(lon, lat, d0, d1, model: str = "howard"):
+    drift = (rotation_rate(lat, model) - CARRINGTON_RATE) * (d1 - d0)
+    return wrap_lon((np.asarray(lon, float) + _ephemeris_days(d0).l0) % 360.0 + drift - _ephemeris_days(d1).l0)
+
+
+def position_at(lon, lat, from_time, to_time, model: str = "howard"):
+    """Stonyhurst (lon, lat) in degrees at UTC ``to_time`` of a surface feature seen at
+    (``lon``, ``lat``) degrees at UTC ``from_time``, turned by differential rotation.
+
+    The latitude is kept; the longitude follows :func:`rotate` (Howard et al. 1990 by
+    default). Everything broadcasts (arrays of positions and of times). Returns a tuple
+    of floats for scalar input, of arrays otherwise; NaN where a position or a time is
+    missing (NaN, NaT). Typical use: a flare's catalogue position at its start time,
+    ``from_time``, carried back to the image time, ``to_time``.
+    """
+    return _position_days(lon, lat, np.asarray(to_days(from_time), float), np.asarray(to_days(to_time), float), model)
+
+
+def _position_days(lon, lat, d0, d1, model):
+    lon, lat, d0, d1 = np.broadcast_arrays(np.asarray(lon, float), np.asarray(lat, float), d0, d1)
+    known = np.isfinite(lon) & np.isfinite(lat) & np.isfinite(d0) & np.isfinite(d1)
+    out_lon = np.full(lon.shape, np.nan)
+    if known.any():
+        out_lon[known] = _rotate_days(lon[known], lat[known], d0[known], d1[known], model)
+    out_lat = np.where(known, lat, np.nan)
+    if out_lon.ndim == 0:
+        return float(out_lon), float(out_lat)
+    return out_lon, out_lat
+
+
+def visible(lon, lat, flare_start, image_time, model: str = "howard"):
+    """True where a flare source lay on the Earth-facing hemisphere when its image was taken.
+
+    The flare's Stonyhurst position (``lon``, ``lat``, degrees) at its start, UTC
+    ``flare_start``, is rotated back to UTC ``image_time`` (:func:`position_at`); the source
+    is visible when the cosine of its heliocentric angle seen from Earth at that time
+    (:func:`mu`: that time's B0 and distance) is positive. A missing ``flare_start`` keeps
+    the position as given (no rotation, as when the catalogue has no start time); a missing
+    position or image time is not visible. Broadcasts; a bool for scalar input, a bool
+    array otherwise.
+    """
+    start = np.asarray(to_days(flare_start), float)
+    image = np.asarray(to_days(image_time), float)
+    start = np.where(np.isfinite(start), start, image)
+    lon_t, lat_t = _position_days(lon, lat, start, image, model)
+    lon_t, lat_t = np.asarray(lon_t), np.asarray(lat_t)
+    eph = _ephemeris_days(np.broadcast_to(image, lon_t.shape))
+    with np.errstate(invalid="ignore"):
+        seen = _mu(lon_t, lat_t, eph) > 0.0
+    seen = seen & np.isfinite(lon_t)
+    return bool(seen) if seen.ndim == 0 else seen
+
+
+def great_circle(lon1, lat1, lon2, lat2):
+    """Great-circle (angular) distance in degrees between heliographic positions in degrees.
+
+    Haversine form, accurate for small distances; NaN where a position is NaN. Broadcasts;
+    an array (0-d for scalars).
+    """
+    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, dtype=float)) for v in (lon1, lat1, lon2, lat2))
+    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
