@@ -181,7 +181,7 @@ def test_cli_bad_catalog_rows_exit_nonzero(tmp_path):
         capture_output=True, text=True,
     )
     assert result.returncode == 1
-    assert "row 3" in result.stderr and "Traceback" not in result.stderr
+    assert "line 3" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "l.csv").exists()
 
 

@@ -1,9 +1,11 @@
 """Prediction-window labels for full-disk magnetograms, and the tri-monthly folds.
 
 The label at time t looks at the flares whose **start** time s satisfies
-``t < s < t + window`` (24 h by default). The largest of them (by peak flux) decides the
-target: 1 when its flux is >= the threshold (M1.0 = 1e-5 W/m² by default). The other
-flares of the window are kept for later analysis.
+``t < s < t + window`` (24 h by default). The largest of them (by peak flux; the earliest
+of equal ones) decides the target: 1 when its flux is >= the threshold (M1.0 = 1e-5 W/m²
+by default). Its position comes with the catalog's cleaning (``fl_pos_source``: read from
+the catalog, taken from its NOAA region, or unknown). The other flares of the window are
+kept for later analysis.
 
 Folds follow the original study: fold k (1-4) is the k-th quarter of the year
 (Jan-Mar, Apr-Jun, Jul-Sep, Oct-Dec) over all years; fold k validates on its own rows and
@@ -12,24 +14,27 @@ trains on the others.
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from flarelens.catalog import parse_threshold, read_catalog
+from flarelens.catalog import check_covers, flux_to_class, parse_threshold, position_counts, read_catalog
 from flarelens.errors import FlareLensError
 from flarelens.images import find_image, image_relpath
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_START = "2010-12-01 00:00"
 DEFAULT_END = "2018-12-31 23:00"
 
 #: Columns of labels.csv, in order (docs/design.md, "labels.csv").
 LABEL_COLUMNS = [
-    "timestamp", "file", "target", "goes_class", "peak_flux", "fl_lon", "fl_lat", "fl_start",
-    "other_flares", "fold",
+    "timestamp", "file", "target", "goes_class", "peak_flux", "fl_lon", "fl_lat", "fl_pos_source",
+    "fl_start", "other_flares", "fold",
 ]
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -79,6 +84,11 @@ class LabelSummary:
     per_fold: pd.DataFrame  # index fold 1-4; columns positives, negatives, leaking_train_rows
     dropped_missing_images: int = 0
     dropped_gap: int = 0
+    #: pos_source counts (catalog, region, none) of the catalog's flares that start in the
+    #: labelled windows, all of them and those >= the threshold.
+    positions: dict = field(default_factory=dict)
+    positions_above: dict = field(default_factory=dict)
+    threshold: str = ""
 
     @property
     def imbalance(self) -> float:
@@ -97,6 +107,12 @@ class LabelSummary:
         for fold, row in self.per_fold.iterrows():
             lines.append(f"{fold:>4}  {row.positives:>9}  {row.negatives:>9}  {row.leaking_train_rows:>10}")
         lines.append(f"imbalance (negatives per positive): {self.imbalance:.2f}")
+        for what, counts in ((f"the {sum(self.positions.values())} flares of the labelled windows", self.positions),
+                             (f"the {sum(self.positions_above.values())} of them >= {self.threshold}", self.positions_above)):
+            if counts:
+                lines.append(f"positions of {what}: {counts.get('catalog', 0)} from the catalog, "
+                             f"{counts.get('region', 0)} repaired from their NOAA region's other flares, "
+                             f"{counts.get('none', 0)} unknown")
         return "\n".join(lines)
 
 
@@ -110,8 +126,9 @@ def label_times(
     """Label each UTC time with the largest flare starting in ``(t, t + window)``.
 
     ``catalog`` is a normalised table from :func:`flarelens.catalog.read_catalog`;
-    ``threshold`` a GOES class or a flux in W/m². Returns a frame with the columns of
-    :data:`LABEL_COLUMNS` (times as ISO 8601 UTC strings).
+    ``threshold`` a GOES class or a flux in W/m². Of flares with equal peak flux the one
+    starting first decides. Returns a frame with the columns of :data:`LABEL_COLUMNS`
+    (times as ISO 8601 UTC strings; ``fl_pos_source`` empty when no flare).
     """
     window = parse_duration(window, "window")
     threshold_flux = parse_threshold(threshold)
@@ -136,6 +153,11 @@ def label_times(
     out["peak_flux"] = peak
     out["fl_lon"] = np.where(has, cat["lon"].to_numpy()[idx] if len(cat) else np.nan, np.nan)
     out["fl_lat"] = np.where(has, cat["lat"].to_numpy()[idx] if len(cat) else np.nan, np.nan)
+    if "pos_source" in cat:
+        sources = cat["pos_source"].to_numpy(dtype=str)
+    else:  # a table built by hand: its positions as given
+        sources = np.where(cat["lon"].notna() & cat["lat"].notna(), "catalog", "none")
+    out["fl_pos_source"] = np.where(has, sources[idx] if len(cat) else "", "")
     fl_start = cat["start"].dt.strftime(TIME_FORMAT).to_numpy() if len(cat) else np.array([""])
     out["fl_start"] = np.where(has, fl_start[idx], "")
     out["other_flares"] = _other_flares(cat, lo, hi, largest)
@@ -254,19 +276,28 @@ def make_labels(
     threshold="M1.0",
     images: str | os.PathLike | None = None,
     gap: bool = False,
+    date_order: str | None = None,
+    catalog_span=None,
 ) -> tuple[pd.DataFrame, LabelSummary]:
     """Label every ``cadence`` from ``start`` to ``end`` (UTC) from a GOES catalog.
 
-    ``catalog`` None uses the bundled solar-cycle-24 catalog. With ``images`` (a directory
-    holding ``YYYY/MM/DD/HMI.m...`` files) only times whose image exists are kept, and
-    ``file`` names the file found. ``gap`` drops rows whose window reaches into another
-    quarter. Returns the labels and their summary.
+    ``catalog`` None uses the bundled solar-cycle-24 catalog; ``date_order`` (``"dmy"`` /
+    ``"mdy"``) states how its year-last dates are meant. A period outside the catalog's
+    span (:func:`flarelens.catalog.check_covers`; ``catalog_span`` = (first, last) states
+    it) is refused. With ``images`` (a directory holding ``YYYY/MM/DD/HMI.m...`` files) only
+    times whose image exists are kept, and ``file`` names the file found. ``gap`` drops
+    rows whose window reaches into another quarter. Returns the labels and their summary.
     """
     window_td = parse_duration(window, "window")
-    parse_threshold(threshold)
+    threshold_flux = parse_threshold(threshold)
     times = sample_times(start, end, cadence)
-    cat = read_catalog(catalog)
+    cat = read_catalog(catalog, date_order=date_order)
+    check_covers(cat, times[0], times[-1], span=catalog_span)
     labels = label_times(times, cat, window_td, threshold)
+    in_windows = cat[(cat["start"] > times[0]) & (cat["start"] < times[-1] + window_td)]
+    positions = position_counts(in_windows)
+    positions_above = position_counts(in_windows[in_windows["peak_flux"] >= threshold_flux * (1 - 1e-12)])
+    logger.debug("flare positions in the labelled windows: %s (>= threshold: %s)", positions, positions_above)
 
     dropped_images = 0
     if images is not None:
@@ -295,7 +326,8 @@ def make_labels(
         per_fold["positives"] = [int(((labels["fold"] == k) & (labels["target"] == 1)).sum()) for k in (1, 2, 3, 4)]
         per_fold["negatives"] = [int(((labels["fold"] == k) & (labels["target"] == 0)).sum()) for k in (1, 2, 3, 4)]
     labels = labels.reset_index(drop=True)
-    summary = LabelSummary(len(labels), per_fold, dropped_images, dropped_gap)
+    summary = LabelSummary(len(labels), per_fold, dropped_images, dropped_gap, positions, positions_above,
+                           flux_to_class(threshold_flux))
     return labels, summary
 
 
