@@ -328,3 +328,11 @@ def test_label_date_order_and_catalog_span_options(tmp_path, capsys):
     assert main(longer) == 1
     assert "covers 2011-08-09 00:00 to 2011-08-13 23:59" in capsys.readouterr().err
     assert main([*longer, "--catalog-span", "2011-08-01", "2011-08-31"]) == 0
+
+
+def test_simulate_refuses_a_period_outside_the_catalog(tmp_path, capsys):
+    out = tmp_path / "sim"
+    rc = main(["simulate", "--start", "2020-01-01", "--end", "2020-01-01T01:00", "--size", "16", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "the bundled catalog covers 2010-01-01 00:00 to 2018-12-31 23:59" in err
+    assert len(err.splitlines()) == 1 and not out.exists()

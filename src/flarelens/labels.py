@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flarelens.catalog import check_covers, flux_to_class, parse_threshold, position_counts, read_catalog
+from flarelens.catalog import (
+    check_covers,
+    flux_to_class,
+    parse_threshold,
+    position_counts,
+    read_catalog,
+    repair_positions,
+)
 from flarelens.errors import FlareLensError
 from flarelens.images import find_image, image_relpath
 
@@ -290,9 +297,12 @@ def make_labels(
     """
     window_td = parse_duration(window, "window")
     threshold_flux = parse_threshold(threshold)
+    start, end = parse_time(start, "start"), parse_time(end, "end")
+    cat = read_catalog(catalog, date_order=date_order, repair=False)
+    if end >= start:  # else sample_times says so
+        check_covers(cat, start, end, span=catalog_span)
     times = sample_times(start, end, cadence)
-    cat = read_catalog(catalog, date_order=date_order)
-    check_covers(cat, times[0], times[-1], span=catalog_span)
+    cat = repair_positions(cat)
     labels = label_times(times, cat, window_td, threshold)
     in_windows = cat[(cat["start"] > times[0]) & (cat["start"] < times[-1] + window_td)]
     positions = position_counts(in_windows)
