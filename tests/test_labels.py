@@ -336,3 +336,20 @@ def test_simulate_refuses_a_period_outside_the_catalog(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "the bundled catalog covers 2010-01-01 00:00 to 2018-12-31 23:59" in err
     assert len(err.splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda rows: rows.__setitem__(4, rows[4].replace(",1,", ",2,", 1)), "line 5: target must be 0 or 1, got '2'"),
+    (lambda rows: rows.__setitem__(4, rows[4][:-1] + "7"), "line 5: fold must be 1, 2, 3 or 4, got '7'"),
+    (lambda rows: rows.__setitem__(4, "yesterday" + rows[4][20:]), "line 5: cannot read timestamp 'yesterday'"),
+])
+def test_read_labels_names_the_file_line(tmp_path, edit, fragment):
+    out = tmp_path / "labels.csv"
+    main(["label", "--start", "2012-03-06", "--end", "2012-03-06 05:00", "--out", str(out)])
+    rows = out.read_text().splitlines()
+    rows.insert(2, "")  # a blank line: pandas skips it, the message must not
+    edit(rows)
+    out.write_text("\n".join(rows) + "\n")
+    with pytest.raises(FlareLensError) as info:
+        read_labels(out)
+    assert fragment in str(info.value) and len(str(info.value).splitlines()) == 1

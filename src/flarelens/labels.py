@@ -14,6 +14,7 @@ trains on the others.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -342,21 +343,57 @@ def make_labels(
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a labels.csv written by :func:`make_labels` (or by hand with its columns)."""
+    """Read a labels.csv written by :func:`make_labels` (or by hand with its columns).
+
+    Checks what the later steps rely on, naming the file's line in one-line
+    :class:`FlareLensError` messages: ``timestamp`` readable as UTC times, ``target`` 0 or
+    1, ``fold`` (computed when absent) 1-4.
+    """
     path = Path(path)
     try:
-        labels = pd.read_csv(path, dtype={"goes_class": str, "other_flares": str, "file": str, "fl_start": str}, keep_default_na=False, na_values={"fl_lon": [""], "fl_lat": [""]})
+        labels = pd.read_csv(path, dtype={"goes_class": str, "other_flares": str, "file": str, "fl_start": str,
+                                          "fl_pos_source": str, "timestamp": str},
+                             keep_default_na=False, na_values={"fl_lon": [""], "fl_lat": [""]})
     except FileNotFoundError:
         raise FlareLensError(f"{path}: no such labels file (make one with `flarelens label`)") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise FlareLensError(f"{path}: cannot read labels ({exc})") from None
+    except IsADirectoryError:
+        raise FlareLensError(f"{path}: is a directory, not a labels file") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise FlareLensError(f"{path}: cannot read labels ({' '.join(str(exc).split())})") from None
     missing = [c for c in ("timestamp", "file", "target") if c not in labels.columns]
     if missing:
         raise FlareLensError(f"{path}: missing column(s) {', '.join(missing)}")
-    if "fold" not in labels.columns:
-        labels["fold"] = fold_of(labels["timestamp"])
-    bad = ~labels["target"].isin([0, 1])
-    if bad.any():
+
+    def fail(bad: pd.Series, what: str) -> None:
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise FlareLensError(f"{path}, row {i + 2}: target must be 0 or 1, got {labels['target'].iloc[i]!r}")
+        raise FlareLensError(f"{path}, line {file_lines(path)[i]}: {what(i)}")
+
+    times = pd.to_datetime(labels["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    if times.isna().any():
+        fail(times.isna(), lambda i: f"cannot read timestamp {labels['timestamp'].iloc[i]!r} "
+                                     "(expected ISO 8601 UTC, e.g. 2011-02-15T01:00:00Z)")
+    if "fold" not in labels.columns:
+        labels["fold"] = fold_of(times)
+    target = pd.to_numeric(labels["target"], errors="coerce")
+    bad = ~target.isin([0, 1])
+    if bad.any():
+        fail(bad, lambda i: f"target must be 0 or 1, got {str(labels['target'].iloc[i])!r}")
+    fold = pd.to_numeric(labels["fold"], errors="coerce")
+    bad = ~fold.isin([1, 2, 3, 4])
+    if bad.any():
+        fail(bad, lambda i: f"fold must be 1, 2, 3 or 4, got {str(labels['fold'].iloc[i])!r}")
+    labels["target"], labels["fold"] = target.astype(int), fold.astype(int)
     return labels
+
+
+def file_lines(path: str | os.PathLike) -> np.ndarray:
+    """The line of the file (1-based, header = line 1, blank lines counted) of each data row
+    of a CSV as pandas reads it (blank lines skipped), so messages can point at the file."""
+    lines, previous = [], 0
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        for k, record in enumerate(reader):
+            first, previous = previous + 1, reader.line_num
+            if k and any(cell.strip() for cell in record):
+                lines.append(first)
+    return np.asarray(lines, dtype=np.int64)
