@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -47,10 +48,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
+from flarelens import distributed
 from flarelens.checkpoint import json_safe, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from flarelens.data import AUGMENT_SCHEMES, CLASS_WEIGHT_SCHEMES, MagnetogramDataset, class_weights, to_unit
 from flarelens.errors import FlareLensError
@@ -58,6 +59,10 @@ from flarelens.fileio import write_csv
 from flarelens.labels import read_labels, train_val
 from flarelens.metrics import THRESHOLD, Confusion
 from flarelens.models import DEFAULT_INIT, INITS, build_model, model_names
+from flarelens.progress import bar
+from flarelens.rundir import RunDir, disk_errors
+
+logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "plateau", "none")
@@ -118,19 +123,12 @@ class TrainConfig:
         return json_safe(dataclasses.asdict(self))
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    initialized_here: bool = False
+def make_config(config: TrainConfig | dict | None = None, overrides: dict | None = None) -> TrainConfig:
+    """A checked :class:`TrainConfig` from a config, a dict of its fields and/or overrides.
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _make_config(config, overrides) -> TrainConfig:
+    Every setting is validated here, before any work: a bad one raises one
+    :class:`FlareLensError` line.
+    """
     if config is None:
         config = TrainConfig()
     elif isinstance(config, dict):
@@ -141,11 +139,12 @@ def _make_config(config, overrides) -> TrainConfig:
         config = TrainConfig(**config)
     if overrides:
         config = dataclasses.replace(config, **overrides)
-    _check_config(config)
+    check_config(config)
     return config
 
 
-def _check_config(c: TrainConfig) -> None:
+def check_config(c: TrainConfig) -> None:
+    """Raise one :class:`FlareLensError` line for the first invalid setting of ``c``."""
     def choice(name, value, options):
         if value not in options:
             raise FlareLensError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, options))}, got {value!r}")
@@ -174,32 +173,6 @@ def _check_config(c: TrainConfig) -> None:
 
 
 # --------------------------------------------------------------------------- set-up
-
-
-def _setup_distributed(device_pref: str) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, False)
-    use_cuda = device_pref.startswith("cuda") or (device_pref == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, True)
-
-
-def _resolve_device(pref: str, d: _Dist) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(pref)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FlareLensError("--device cuda: no CUDA GPU is visible (use --device cpu)")
-        if d.world > 1 or device.index is None:
-            device = torch.device("cuda", d.local_rank if d.world > 1 else torch.cuda.current_device())
-    return device
 
 
 def cpu_has_bf16() -> bool:
@@ -255,71 +228,70 @@ def _make_scheduler(c: TrainConfig, optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-# --------------------------------------------------------------------------- run directory
+# --------------------------------------------------------------------------- one epoch
 
 
-class _RunWriter:
-    """history.csv, train.log and checkpoints of a run directory (rank 0 only)."""
+class EpochCounts:
+    """Summable counts of one pass over a set: confusion counts, loss sum, weight sum, instances.
 
-    def __init__(self, out: Path, enabled: bool):
-        self.out = out
-        self.enabled = enabled
-        if enabled:
-            out.mkdir(parents=True, exist_ok=True)
+    Every process adds its own batches; :meth:`all_reduce` sums them over the processes,
+    after which the loss (class-weighted mean) and the scores cover the whole set, each
+    instance counted once.
+    """
 
-    def log(self, line: str, echo: bool = True) -> None:
-        if not self.enabled:
-            return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.out / "train.log", "a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} {line}\n")
-        if echo:
-            from tqdm.auto import tqdm
+    FIELDS = ("tp", "fp", "tn", "fn", "loss_sum", "weight_sum", "n")
 
-            tqdm.write(line)
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.values = torch.zeros(len(self.FIELDS), dtype=torch.float64, device=device)
 
-    def history(self, rows: list[dict]) -> None:
-        if self.enabled:
-            write_csv(pd.DataFrame(rows, columns=HISTORY_COLUMNS), self.out / "history.csv")
+    def add(self, weighted: torch.Tensor, weight: torch.Tensor, prob: torch.Tensor, target: torch.Tensor,
+            threshold: float) -> None:
+        """Add a batch: per-instance weighted losses and weights, flare probabilities, targets (0/1)."""
+        forecast = prob >= threshold
+        positive = target == 1
+        self.values[:4] += torch.stack([
+            (forecast & positive).sum(), (forecast & ~positive).sum(),
+            (~forecast & ~positive).sum(), (~forecast & positive).sum(),
+        ]).double()
+        self.values[4] += weighted.detach().sum().double()
+        self.values[5] += weight.detach().sum().double()
+        self.values[6] += len(target)
+
+    def all_reduce(self, procs: distributed.Processes) -> "EpochCounts":
+        """Sum over the processes (in place)."""
+        distributed.all_reduce(self.values, procs)
+        return self
+
+    def __getitem__(self, name: str) -> float:
+        return float(self.values[self.FIELDS.index(name)])
+
+    @property
+    def loss(self) -> float:
+        """Class-weighted mean cross-entropy (nan for an empty set)."""
+        return self["loss_sum"] / self["weight_sum"] if self["weight_sum"] > 0 else float("nan")
+
+    @property
+    def confusion(self) -> Confusion:
+        tp, fp, tn, fn = (int(round(self[k])) for k in ("tp", "fp", "tn", "fn"))
+        return Confusion(tp=tp, fp=fp, tn=tn, fn=fn)
+
+    @property
+    def positives(self) -> int:
+        return int(round(self["tp"] + self["fn"]))
+
+    @property
+    def tss(self) -> float:
+        return self.confusion.tss
+
+    @property
+    def hss(self) -> float:
+        return self.confusion.hss
 
 
-def _format_row(row: dict, epochs: int) -> str:
-    return (
-        f"epoch {row['epoch']}/{epochs}  lr {row['lr']:.3g}  "
-        f"train loss {row['train_loss']:.4f} TSS {row['train_tss']:.3f} HSS {row['train_hss']:.3f}  |  "
-        f"val loss {row['val_loss']:.4f} TSS {row['val_tss']:.3f} HSS {row['val_hss']:.3f}  "
-        f"({row['train_time_s']:.1f}+{row['val_time_s']:.1f} s, {row['train_images_per_s']:.1f} img/s)"
-    )
+class BatchStep:
+    """Moving a batch to the device and computing the class-weighted loss (training and validation)."""
 
-
-# --------------------------------------------------------------------------- the loop
-
-
-def _all_reduce(values: torch.Tensor, d: _Dist) -> torch.Tensor:
-    if d.world > 1:
-        dist.all_reduce(values)
-    return values
-
-
-def _confusion_counts(prob: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
-    forecast = prob >= threshold
-    positive = target == 1
-    return torch.stack([
-        (forecast & positive).sum(), (forecast & ~positive).sum(),
-        (~forecast & ~positive).sum(), (~forecast & positive).sum(),
-    ]).double()
-
-
-def _scores(counts: torch.Tensor) -> tuple[float, float]:
-    tp, fp, tn, fn = (int(round(float(v))) for v in counts.tolist())
-    c = Confusion(tp=tp, fp=fp, tn=tn, fn=fn)
-    return c.tss, c.hss
-
-
-class _Step:
-    """Moving a batch to the device and computing the weighted loss, shared by train and validation."""
-
-    def __init__(self, model, device, amp: str, channels_last: bool, weights: torch.Tensor):
+    def __init__(self, model, device: torch.device, amp: str, channels_last: bool, weights: torch.Tensor):
         self.model = model
         self.device = device
         self.channels_last = channels_last
@@ -330,6 +302,7 @@ class _Step:
         )
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, mixed: bool = True):
+        """(per-instance weighted loss, per-instance weight, flare probability, target) of a batch."""
         x = to_unit(x.to(self.device, non_blocking=True))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -343,6 +316,57 @@ class _Step:
         return weighted, w, prob, y
 
 
+def train_one_epoch(net, loader, step: BatchStep, optimizer, scaler, procs: distributed.Processes,
+                    threshold: float = THRESHOLD, progress: bool = False, desc: str = "") -> tuple[EpochCounts, float]:
+    """One pass of optimisation over ``loader``; the epoch's counts (summed over processes) and seconds."""
+    net.train()
+    t0 = time.perf_counter()
+    counts = EpochCounts(step.device)
+    for x, y in bar(loader, progress=progress and procs.main, desc=desc, unit="batch", leave=False):
+        weighted, w, prob, y = step(x, y)
+        # Normalise by the whole (global) batch's weight so that DDP's gradient average
+        # over N processes equals one process's class-weighted mean loss.
+        batch_weight = distributed.all_reduce(w.sum().detach().double(), procs)
+        loss = weighted.sum() / batch_weight.float() * procs.world
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        counts.add(weighted, w, prob, y, threshold)
+    counts.all_reduce(procs)
+    return counts, time.perf_counter() - t0
+
+
+def evaluate_epoch(net, loader, step: BatchStep, procs: distributed.Processes,
+                   threshold: float = THRESHOLD) -> tuple[EpochCounts, float]:
+    """Loss and confusion counts of the model on ``loader`` (summed over processes) and seconds.
+
+    Full precision, as `flarelens predict` computes: history.csv's validation scores are
+    those of the predictions of the saved weights.
+    """
+    net.eval()
+    t0 = time.perf_counter()
+    counts = EpochCounts(step.device)
+    with torch.no_grad():
+        for x, y in loader:
+            weighted, w, prob, y = step(x, y, mixed=False)
+            counts.add(weighted, w, prob, y, threshold)
+    counts.all_reduce(procs)
+    return counts, time.perf_counter() - t0
+
+
+def _format_row(row: dict, epochs: int) -> str:
+    return (
+        f"epoch {row['epoch']}/{epochs}  lr {row['lr']:.3g}  "
+        f"train loss {row['train_loss']:.4f} TSS {row['train_tss']:.3f} HSS {row['train_hss']:.3f}  |  "
+        f"val loss {row['val_loss']:.4f} TSS {row['val_tss']:.3f} HSS {row['val_hss']:.3f}  "
+        f"({row['train_time_s']:.1f}+{row['val_time_s']:.1f} s, {row['train_images_per_s']:.1f} img/s)"
+    )
+
+
+# --------------------------------------------------------------------------- the run
+
+
 def train(config: TrainConfig | dict | None = None, **overrides) -> pd.DataFrame:
     """Train a model on one fold; return the per-epoch history (the rows of history.csv).
 
@@ -351,36 +375,70 @@ def train(config: TrainConfig | dict | None = None, **overrides) -> pd.DataFrame
     model="alexnet", image_size=128, epochs=5, out="runs/f2")``. Under ``torchrun`` each
     process calls this and only rank 0 writes.
     """
-    cfg = _make_config(config, overrides)
+    cfg = make_config(config, overrides)
     threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    d = _setup_distributed(cfg.device)
     try:
-        return _train(cfg, d)
+        with distributed.process_group(cfg.device) as procs:
+            return _run(cfg, procs)
     finally:
-        if d.initialized_here and dist.is_initialized():
-            dist.destroy_process_group()
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
-    from tqdm.auto import tqdm
+@contextlib.contextmanager
+def _log_file(path: Path, enabled: bool):
+    """Log the ``flarelens`` messages of the run into ``path`` (train.log).
 
-    out = Path(cfg.out)
-    writer = _RunWriter(out, d.main)
-    last_path, best_path = out / "last.pt", out / "best.pt"
+    The file gets INFO lines even when the terminal is quieter (``--quiet``, or a notebook
+    where logging is not configured): the logger passes INFO for the run's duration and the
+    handlers already there keep their previous threshold.
+    """
+    if not enabled:
+        yield
+        return
+    from flarelens import log
+
+    root = logging.getLogger(log.ROOT)
+    previous = root.level
+    effective = root.getEffectiveLevel()
+    raised = []
+    if effective > logging.INFO:
+        for handler in root.handlers:
+            if handler.level < effective:
+                raised.append((handler, handler.level))
+                handler.setLevel(effective)
+        root.setLevel(logging.INFO)
+    handler = log.add_file(path)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(previous)
+        for h, level in raised:
+            h.setLevel(level)
+
+
+def _run(cfg: TrainConfig, procs: distributed.Processes) -> pd.DataFrame:
+    run = RunDir(cfg.out)
     resume_state = None
-    if cfg.resume and last_path.is_file():
-        resume_state = load_checkpoint(last_path)
-        _check_resumable(resume_state["config"], cfg.to_dict(), last_path)
-    elif not cfg.resume and last_path.is_file():
-        raise FlareLensError(f"{out} already holds a training run ({last_path}); pass --resume to continue it or choose another --out")
+    if cfg.resume and run.last.is_file():
+        resume_state = load_checkpoint(run.last)
+        _check_resumable(resume_state["config"], cfg.to_dict(), run.last)
+    elif not cfg.resume and run.last.is_file():
+        raise FlareLensError(f"{run.path} already holds a training run ({run.last}); pass --resume to continue it or choose another --out")
+    if procs.main:
+        run.create()
+    with _log_file(run.log, procs.main):
+        return _train(cfg, procs, run, resume_state)
 
-    device = _resolve_device(cfg.device, d)
-    if cfg.batch_size % d.world:
-        raise FlareLensError(f"--batch-size {cfg.batch_size} must be a multiple of the number of processes ({d.world})")
-    local_batch = cfg.batch_size // d.world
+
+def _train(cfg: TrainConfig, procs: distributed.Processes, run: RunDir, resume_state: dict | None) -> pd.DataFrame:
+    device = distributed.resolve_device(cfg.device, procs)
+    if cfg.batch_size % procs.world:
+        raise FlareLensError(f"--batch-size {cfg.batch_size} must be a multiple of the number of processes ({procs.world})")
+    local_batch = cfg.batch_size // procs.world
     amp = resolve_amp(cfg.amp, device)
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and (device.type == "cuda" or amp == "bf16"))
     if device.type == "cuda":
@@ -393,24 +451,25 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
         if len(rows) == 0:
             raise FlareLensError(f"{cfg.labels}: no {what} rows for fold {cfg.fold} (fold {cfg.fold} validates on its quarter, trains on the others)")
     cache = {"on": True, "off": False}.get(cfg.cache, "auto")
+    show = procs.main and cfg.progress
     train_set = MagnetogramDataset(train_rows, cfg.images, cfg.image_size, augment=cfg.augment, seed=cfg.seed,
-                                   cache=cache, as_uint8=True, progress=d.main and cfg.progress)
+                                   cache=cache, as_uint8=True, progress=show)
     val_set = MagnetogramDataset(val_rows, cfg.images, cfg.image_size, augment="none", seed=cfg.seed,
-                                 cache=cache, as_uint8=True, progress=d.main and cfg.progress)
+                                 cache=cache, as_uint8=True, progress=show)
     weights = class_weights(train_rows["target"], cfg.class_weight, cfg.augment)
 
-    workers = cfg.workers if cfg.workers is not None else _default_workers(device, train_set._cache is not None, d.world)
+    workers = cfg.workers if cfg.workers is not None else _default_workers(device, train_set._cache is not None, procs.world)
     # Workers are not persistent: each epoch's workers must see that epoch's augmentation
     # choices (set_epoch on the dataset), and forking them again costs little.
     loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda")
-    train_sampler = DistributedSampler(train_set, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed)
+    train_sampler = DistributedSampler(train_set, num_replicas=procs.world, rank=procs.rank, shuffle=True, seed=cfg.seed)
     train_loader = DataLoader(train_set, batch_size=local_batch, sampler=train_sampler, **loader_args)
     # Validation: every world-th instance per process, no padding, so each counts once.
-    val_loader = DataLoader(val_set, batch_size=local_batch, sampler=list(range(d.rank, len(val_set), d.world)), **loader_args)
+    val_loader = DataLoader(val_set, batch_size=local_batch, sampler=list(range(procs.rank, len(val_set), procs.world)),
+                            **loader_args)
 
     # Model, optimizer, schedule. The same seed on every rank gives the same initial weights.
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, image_size=cfg.image_size, init=cfg.init, weights=cfg.weights, pretrained=cfg.pretrained)
+    model = initial_model(cfg)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -420,8 +479,8 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
     history: list[dict] = []
     best = {"epoch": 0, "val_tss": -math.inf}
     start_epoch = 0
-    if d.world > 1:
-        torch.manual_seed(cfg.seed + d.rank)  # distinct dropout masks per process
+    if procs.world > 1:
+        torch.manual_seed(cfg.seed + procs.rank)  # distinct dropout masks per process
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -432,115 +491,80 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
         best = dict(resume_state["best"]) or best
         start_epoch = int(resume_state["epoch"])
         ranks = resume_state.get("rng_ranks") or []
-        set_rng_state(ranks[d.rank] if len(ranks) == d.world else resume_state["rng"])
-        writer.history(history)
+        set_rng_state(ranks[procs.rank] if len(ranks) == procs.world else resume_state["rng"])
+        if procs.main:
+            _write_history(run, history)
 
     net = model
-    if d.world > 1:
+    if procs.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
-    step = _Step(net, device, amp, channels_last, weights)
+    step = BatchStep(net, device, amp, channels_last, weights)
 
-    if resume_state is not None:
-        writer.log(f"resumed from {last_path} after epoch {start_epoch}")
-    else:
-        writer.log(f"flarelens train: {cfg.to_dict()}", echo=False)
-    writer.log(
-        f"fold {cfg.fold}: {len(train_rows)} training rows ({int(train_rows['target'].sum())} flaring) -> "
-        f"{len(train_set)} augmented instances per epoch; {len(val_rows)} validation rows "
-        f"({int(val_rows['target'].sum())} flaring); class weights NF {weights[0]:.3f} FL {weights[1]:.3f}; "
-        f"{cfg.model} at {cfg.image_size} px on {device} x{d.world}, amp {amp}, workers {workers}",
-        echo=d.main and cfg.progress,
-    )
+    if procs.main:
+        run.write_config(cfg.to_dict())
+        if resume_state is not None:
+            logger.info("resumed from %s after epoch %d", run.last, start_epoch)
+        logger.info(
+            f"fold {cfg.fold}: {len(train_rows)} training rows ({int(train_rows['target'].sum())} flaring) -> "
+            f"{len(train_set)} augmented instances per epoch; {len(val_rows)} validation rows "
+            f"({int(val_rows['target'].sum())} flaring); class weights NF {weights[0]:.3f} FL {weights[1]:.3f}; "
+            f"{cfg.model} at {cfg.image_size} px on {device} x{procs.world}, amp {amp}, workers {workers}"
+        )
 
     for epoch in range(start_epoch, cfg.epochs):
         train_set.set_epoch(epoch)
         train_sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-
-        net.train()
-        t0 = time.perf_counter()
-        sums = torch.zeros(2, dtype=torch.float64, device=device)  # weighted loss, weight
-        counts = torch.zeros(4, dtype=torch.float64, device=device)
-        images = 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                   disable=not (d.main and cfg.progress))
-        for x, y in bar:
-            weighted, w, prob, y = step(x, y)
-            # Normalise by the whole (global) batch's weight so that DDP's gradient average
-            # over N processes equals one process's class-weighted mean loss.
-            batch_weight = _all_reduce(w.sum().detach().double(), d)
-            loss = weighted.sum() / batch_weight.float() * d.world
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            sums += torch.stack([weighted.detach().sum().double(), w.sum().double()])
-            counts += _confusion_counts(prob, y, cfg.threshold)
-            images += len(y)
-        _all_reduce(sums, d)
-        _all_reduce(counts, d)
-        train_time = time.perf_counter() - t0
-        train_loss = float(sums[0] / sums[1])
-        train_tss, train_hss = _scores(counts)
-        total_images = int(_all_reduce(torch.tensor([images], dtype=torch.float64, device=device), d).item())
-
-        net.eval()
-        t1 = time.perf_counter()
-        sums.zero_()
-        counts.zero_()
-        with torch.no_grad():
-            for x, y in val_loader:
-                # Full precision, as `flarelens predict` computes: history.csv's validation
-                # scores are those of the predictions of the saved weights.
-                weighted, w, prob, y = step(x, y, mixed=False)
-                sums += torch.stack([weighted.sum().double(), w.sum().double()])
-                counts += _confusion_counts(prob, y, cfg.threshold)
-        _all_reduce(sums, d)
-        _all_reduce(counts, d)
-        val_time = time.perf_counter() - t1
-        val_loss = float(sums[0] / sums[1]) if float(sums[1]) > 0 else float("nan")
-        val_tss, val_hss = _scores(counts)
+        trained, train_time = train_one_epoch(net, train_loader, step, optimizer, scaler, procs, cfg.threshold,
+                                              progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        validated, val_time = evaluate_epoch(net, val_loader, step, procs, cfg.threshold)
 
         if cfg.schedule == "plateau":
-            scheduler.step(val_loss)
+            scheduler.step(validated.loss)
         else:
             scheduler.step()
 
         row = {
             "epoch": epoch + 1, "lr": lr,
-            "train_loss": train_loss, "train_tss": train_tss, "train_hss": train_hss,
-            "val_loss": val_loss, "val_tss": val_tss, "val_hss": val_hss,
+            "train_loss": trained.loss, "train_tss": trained.tss, "train_hss": trained.hss,
+            "val_loss": validated.loss, "val_tss": validated.tss, "val_hss": validated.hss,
             "train_time_s": train_time, "val_time_s": val_time,
-            "train_images_per_s": total_images / train_time if train_time > 0 else float("nan"),
+            "train_images_per_s": trained["n"] / train_time if train_time > 0 else float("nan"),
         }
         history.append(row)
-        improved = val_tss > best["val_tss"]
+        improved = row["val_tss"] > best["val_tss"]
         if improved:
-            best = {"epoch": epoch + 1, "val_tss": val_tss}
+            best = {"epoch": epoch + 1, "val_tss": row["val_tss"]}
         rng = rng_state()
-        rng_ranks = _gather_rng(rng, d)
-        if d.main:
-            writer.history(history)
-            writer.log(_format_row(row, cfg.epochs) + ("  * best" if improved else ""), echo=cfg.progress)
+        rng_ranks = distributed.gather_object(rng, procs)
+        if procs.main:
+            _write_history(run, history)
+            logger.info(_format_row(row, cfg.epochs) + ("  * best" if improved else ""))
             ckpt = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1,
                         config=cfg.to_dict(), history=history, best=best, rng=rng, rng_ranks=rng_ranks)
             if improved:
-                save_checkpoint(best_path, **ckpt)
-            save_checkpoint(last_path, **ckpt)
-    if d.world > 1:
-        dist.barrier()
+                _save_checkpoint(run.best, **ckpt)
+            _save_checkpoint(run.last, **ckpt)
+    distributed.barrier(procs)
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
 
 
-def _gather_rng(rng: dict, d: _Dist):
-    """Every process's generator states on rank 0 (DDP), so a resume restores each exactly."""
-    if d.world <= 1:
-        return None
-    gathered = [None] * d.world if d.main else None
-    dist.gather_object(rng, gathered, dst=0)
-    return gathered
+def initial_model(cfg: TrainConfig):
+    """The model a run with ``cfg`` starts from (seeded with ``cfg.seed``, backbone weights loaded)."""
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg.model, image_size=cfg.image_size, init=cfg.init, weights=cfg.weights, pretrained=cfg.pretrained)
+
+
+def _write_history(run: RunDir, history: list[dict]) -> None:
+    with disk_errors(run.history):
+        write_csv(pd.DataFrame(history, columns=HISTORY_COLUMNS), run.history)
+
+
+def _save_checkpoint(path: Path, **state) -> None:
+    with disk_errors(path):
+        save_checkpoint(path, **state)
 
 
 def _check_resumable(saved: dict, now: dict, path: Path) -> None:
