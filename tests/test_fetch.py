@@ -103,3 +103,17 @@ def test_read_manifest_of_a_header_only_file(tmp_path):
     path.write_text(",".join(fetch.MANIFEST_COLUMNS) + "\n")
     frame = fetch.read_manifest(path)
     assert frame.empty and list(frame.columns) == fetch.MANIFEST_COLUMNS
+
+
+def test_a_manifest_elsewhere_cleans_only_its_own_temporaries(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "home"
+    (elsewhere / "project").mkdir(parents=True)
+    own = elsewhere / ".runs.x7y8z9.part.csv"
+    other = elsewhere / "project" / ".report.abc123.part.html"  # another tool's, deeper down
+    for path in (own, other):
+        path.write_text("x")
+    fetcher = fetch.HttpFetcher(rate=None)
+    fetch.fetch_all(TIMES[:1], lambda t, prev: fetch.manifest_row(t, t, "", "missing", 0), out, fetcher,
+                    manifest=elsewhere / "runs.csv", progress=False)
+    assert not own.exists() and other.exists()
+    assert len(fetch.read_manifest(elsewhere / "runs.csv")) == 1

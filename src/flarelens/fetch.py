@@ -620,8 +620,11 @@ def fetch_all(keys: Sequence[pd.Timestamp], process: Callable[[pd.Timestamp, dic
         with output_lock(out) as locked:
             if locked:
                 stale = remove_stale_temporaries(out)
-                if manifest.parent != out:
-                    stale += remove_stale_temporaries(manifest.parent)
+                if manifest.parent.resolve() != out.resolve():
+                    # Elsewhere (the home directory, say) only the manifest's own temporaries.
+                    for tmp in manifest.parent.glob(f".{manifest.stem}.*.part{manifest.suffix}"):
+                        tmp.unlink(missing_ok=True)
+                        stale += 1
                 if stale:
                     logger.info("removed %d unfinished temporary file(s) left by an interrupted run", stale)
             previous: dict[str, dict] = {}
