@@ -73,6 +73,14 @@ class Ephemeris:
     l0: np.ndarray | float
     distance: np.ndarray | float
 
+    def at(self, k: int) -> "Ephemeris":
+        """The ``k``-th time of an ephemeris of many times, as floats."""
+        return Ephemeris(*(float(np.ravel(v)[k]) for v in self.astuple()))
+
+    def astuple(self) -> tuple:
+        """(b0, angular_radius, l0, distance), e.g. to send to another process."""
+        return (self.b0, self.angular_radius, self.l0, self.distance)
+
 
 def plate_scale(size: int) -> float:
     """Arcsec per pixel of an N x N full-disk image (HMI's 0.504"/px at 4096, scaled to N)."""
@@ -167,8 +175,12 @@ def disk_mask(time, size: int) -> np.ndarray:
     return (xx - d.cx) ** 2 + (yy - d.cy) ** 2 <= d.radius**2
 
 
-def _heliocentric(lon, lat, b0):
-    """Unit-sphere heliocentric cartesian (x west, y north, z towards the observer)."""
+def heliocentric(lon, lat, b0):
+    """Heliocentric cartesian coordinates on the unit sphere of Stonyhurst (lon, lat), degrees.
+
+    ``x`` to the west, ``y`` to solar north as seen (tilted by ``b0``, degrees), ``z``
+    towards the observer; in solar radii. Broadcasts.
+    """
     lon, lat, b0 = np.radians(lon), np.radians(lat), np.radians(b0)
     clat = np.cos(lat)
     x = clat * np.sin(lon)
@@ -177,8 +189,10 @@ def _heliocentric(lon, lat, b0):
     return x, y, z
 
 
-def _project(x, y, z, eph: Ephemeris, size: int):
-    """Pixel coordinates of heliocentric points (units of solar radii), visible or not."""
+def project(x, y, z, eph: Ephemeris, size: int):
+    """Pixel coordinates (x, y) on an N x N image of heliocentric points (solar radii, as
+    :func:`heliocentric` gives them) seen with ephemeris ``eph``; far-side points are
+    projected too (see :func:`hg_to_pixel` for NaN there)."""
     scale = np.radians(plate_scale(size) / 3600.0)
     depth = eph.distance - z
     tx = np.arctan2(x, depth)
@@ -195,8 +209,8 @@ def hg_to_pixel(lon, lat, time, size: int, *, far_side_nan: bool = True):
     to place something just behind the limb).
     """
     eph = ephemeris(time)
-    x, y, z = _heliocentric(np.asarray(lon, float), np.asarray(lat, float), eph.b0)
-    px, py = _project(x, y, z, eph, size)
+    x, y, z = heliocentric(np.asarray(lon, float), np.asarray(lat, float), eph.b0)
+    px, py = project(x, y, z, eph, size)
     if far_side_nan:
         hidden = ~(z > 1.0 / np.asarray(eph.distance))
         px, py = np.where(hidden, np.nan, px), np.where(hidden, np.nan, py)
@@ -208,13 +222,19 @@ def hg_to_pixel(lon, lat, time, size: int, *, far_side_nan: bool = True):
 def pixel_to_hg(x, y, time, size: int):
     """Stonyhurst (lon, lat) in degrees of pixel (x, y) on an N x N image; NaN off the disk."""
     eph = ephemeris(time)
-    lon, lat, _ = _pixel_to_hg_mu(np.asarray(x, float), np.asarray(y, float), eph, size)
+    lon, lat, _ = pixel_to_hg_mu(np.asarray(x, float), np.asarray(y, float), eph, size)
     if np.ndim(lon) == 0:
         return float(lon), float(lat)
     return lon, lat
 
 
-def _pixel_to_hg_mu(x, y, eph: Ephemeris, size: int, clip_limb: bool = False):
+def pixel_to_hg_mu(x, y, eph: Ephemeris, size: int, clip_limb: bool = False):
+    """Stonyhurst lon, lat (degrees) and mu of pixel positions (x, y) on an N x N image seen
+    with ephemeris ``eph``; NaN where the line of sight misses the Sun.
+
+    With ``clip_limb`` a line of sight that just misses (pixel centres up to the limb) is
+    taken to touch the limb instead, so that every pixel of :func:`disk_mask` has a position.
+    """
     scale = np.radians(plate_scale(size) / 3600.0)
     centre = (size - 1) / 2.0
     tx = (x - centre) * scale
@@ -251,7 +271,7 @@ def disk_grid(time, size: int):
     """
     eph = ephemeris(time)
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
-    lon, lat, mu = _pixel_to_hg_mu(xx, yy, eph, size, clip_limb=True)
+    lon, lat, mu = pixel_to_hg_mu(xx, yy, eph, size, clip_limb=True)
     mask = disk_mask(time, size)
     return np.where(mask, lon, np.nan), np.where(mask, lat, np.nan), np.where(mask, mu, np.nan)
 
@@ -266,7 +286,7 @@ def mu(lon, lat, time):
 
 
 def _mu(lon, lat, eph: Ephemeris):
-    x, y, z = _heliocentric(lon, lat, eph.b0)
+    x, y, z = heliocentric(lon, lat, eph.b0)
     dist = np.asarray(eph.distance)
     return (z * dist - 1.0) / np.sqrt(x**2 + y**2 + (dist - z) ** 2)
 
@@ -306,8 +326,14 @@ def rotate(lon, lat, t0, t1, model: str = "howard"):
     return _rotate_days(lon, lat, np.asarray(to_days(t0), float), np.asarray(to_days(t1), float), model)
 
 
+def carrington_drift(lat, dt_days, model: str = "howard"):
+    """Change of Carrington longitude (degrees) of a surface feature at latitude ``lat``
+    (degrees) over ``dt_days`` days: its sidereal rotation rate minus the Carrington rate."""
+    return (rotation_rate(lat, model) - CARRINGTON_RATE) * dt_days
+
+
 def _rotate_days(lon, lat, d0, d1, model: str = "howard"):
-    drift = (rotation_rate(lat, model) - CARRINGTON_RATE) * (d1 - d0)
+    drift = carrington_drift(lat, d1 - d0, model)
     return wrap_lon((np.asarray(lon, float) + _ephemeris_days(d0).l0) % 360.0 + drift - _ephemeris_days(d1).l0)
 
 

@@ -79,19 +79,14 @@ def find_training_runs(run_dir: Path) -> list[TrainingRun]:
 
 
 def _read_config(path: Path) -> dict:
-    if (path / "config.json").is_file():
-        return json.loads((path / "config.json").read_text())
-    for name in ("last.pt", "best.pt"):
-        if (path / name).is_file():
-            from flarelens.checkpoint import load_checkpoint
+    from flarelens.rundir import read_config
 
-            try:
-                config = dict(load_checkpoint(path / name)["config"])
-            except FlareLensError:  # a checkpoint we cannot read must not stop the page
-                return {}
-            # Paths of the machine that trained are noise on the page; the rest is the run.
-            return {k: v for k, v in config.items() if k not in ("progress", "resume")}
-    return {}
+    try:
+        config = read_config(path)
+    except FlareLensError:  # a configuration we cannot read must not stop the page
+        return {}
+    # How the run was launched (bars, --resume) is noise on the page; the rest is the run.
+    return {k: v for k, v in config.items() if k not in ("progress", "resume")}
 
 
 def find_predictions(run_dir: Path) -> list[Path]:

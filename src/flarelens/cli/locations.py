@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flarelens.evaluate import read_predictions
+from flarelens.predictions import read_predictions
 from flarelens.locations import CELL_DEG, LIMB_LONGITUDE, format_locations, location_analysis, write_locations
 from flarelens.metrics import THRESHOLD
 
