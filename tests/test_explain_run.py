@@ -13,9 +13,8 @@ from PIL import Image
 from flarelens import geometry
 from flarelens.cli import main
 from flarelens.errors import FlareLensError
-from flarelens.explain.instances import (
-    Selection, background_rows, normalise_predictions, read_predictions, select_instances,
-)
+from flarelens.explain.instances import Selection, background_rows, load_predictions, select_instances
+from flarelens.predictions import normalise as normalise_predictions
 from flarelens.explain.methods import METHODS
 from flarelens.explain.run import ExplainSettings, explain_instances
 from flarelens.explain.summary import SCORE_COLUMNS
@@ -78,7 +77,7 @@ def test_selection_filters():
 
 def test_run_writes_maps_figures_and_scores_and_localises(flare_set):
     tmp, root, model, truth = flare_set
-    pred = read_predictions(tmp / "pred.csv")
+    pred, _ = load_predictions(tmp / "pred.csv")
     frame = select_instances(pred, Selection())
     bg = background_rows(pd.read_csv(tmp / "labels.csv"), fold=None)
     out = tmp / "out"
@@ -142,7 +141,7 @@ def test_run_writes_maps_figures_and_scores_and_localises(flare_set):
 
 def test_resume_skips_done_instances_and_refuses_other_settings(flare_set):
     tmp, root, model, _ = flare_set
-    frame = select_instances(read_predictions(tmp / "pred.csv"), Selection(limit=4))
+    frame = select_instances(load_predictions(tmp / "pred.csv")[0], Selection(limit=4))
     out = tmp / "out"
     kw = dict(image_size=MODEL_SIZE, progress=False)
     settings = _settings(methods=("ig", "guided-gradcam"), overlays=False, comparison_rows=0)
