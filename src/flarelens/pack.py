@@ -76,8 +76,9 @@ class PackSummary:
 
     def format(self) -> str:
         rate = self.written / self.seconds if self.seconds > 0 else 0.0
-        size = self.path.stat().st_size / 1e9 if self.path.is_file() else 0.0
-        line = (f"packed {self.images} images into {self.path} ({size:.2f} GB): wrote {self.written} "
+        nbytes = self.path.stat().st_size if self.path.is_file() else 0
+        size = f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+        line = (f"packed {self.images} images into {self.path} ({size}): wrote {self.written} "
                 f"({rate:.1f} images/s), {self.already} already packed")
         if self.changed:
             line += f", {self.changed} repacked because their source file changed"
