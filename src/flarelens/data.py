@@ -370,16 +370,18 @@ class MagnetogramDataset(Dataset):
 
     def load_rows(self, rows: Sequence[int]) -> torch.Tensor:
         """The (B, 1, S, S) uint8 images of labels rows ``rows`` (CPU), resized, not augmented."""
-        if self._cache is not None:
-            return self._cache[torch.as_tensor(rows, dtype=torch.int64)]
         if self._device_images is not None:
             return self._device_images[torch.as_tensor(rows, dtype=torch.int64).to(self._device_images.device)].cpu()
+        return torch.stack(self._row_images(rows)) if len(rows) else torch.empty(0, 1, 0, 0, dtype=torch.uint8)
+
+    def _row_images(self, rows: Sequence[int]) -> list[torch.Tensor]:
+        # Views where possible (cache, pack pages): the loader's collate makes the one copy.
+        if self._cache is not None:
+            return [self._cache[r] for r in rows]
         if self.pack is not None:
-            wanted = self._pack_rows[np.asarray(rows, dtype=np.int64)]
-            # One sorted read of the memory map, then back to the asked order.
-            unique, inverse = np.unique(wanted, return_inverse=True)
-            return torch.from_numpy(np.ascontiguousarray(self.pack.images[unique][inverse]))[:, None]
-        return torch.stack([self._read(r) for r in rows])
+            images = self.pack.images
+            return [torch.from_numpy(images[self._pack_rows[r]])[None] for r in rows]
+        return [self._read(r) for r in rows]
 
     def _read(self, row: int) -> torch.Tensor:
         path = self.root / self.files[row]
@@ -462,7 +464,7 @@ class MagnetogramDataset(Dataset):
         rows = [row for row, _, _ in choices]
         if self._device_images is not None:
             return [(int(self._pack_rows[row]), int(self.targets[row]), code, angle) for row, code, angle in choices]
-        images = self.load_rows(rows)
+        images = self._row_images(rows)
         if self.batch_augment:
             return [(images[k], int(self.targets[row]), code, angle) for k, (row, code, angle) in enumerate(choices)]
         items = []

@@ -88,8 +88,8 @@ class PackSummary:
 class Pack:
     """A complete pack opened for reading (see :func:`open_pack`).
 
-    ``images`` is the read-only memory-mapped ``(N, S, S)`` uint8 array (opened on first
-    use, and again in each DataLoader worker process); ``files`` and ``timestamps`` the
+    ``images`` is the memory-mapped ``(N, S, S)`` uint8 array (opened on first use, and
+    again in each DataLoader worker process; copy-on-write, so the file is never changed); ``files`` and ``timestamps`` the
     labels' values of its rows; ``size`` the side S in px; ``source_px`` each source's
     side before resizing.
     """
@@ -110,7 +110,9 @@ class Pack:
     @property
     def images(self) -> np.ndarray:
         if self._images is None:
-            self._images = np.load(self.path, mmap_mode="r")
+            # Copy-on-write: rows can be handed to torch without a copy (torch wants writable
+            # arrays); nothing is ever written back to the file.
+            self._images = np.load(self.path, mmap_mode="c")
         return self._images
 
     def __getstate__(self):
@@ -167,6 +169,26 @@ class Pack:
                 f"{self.path} is stale: {len(changed)} of its source images under {root} changed since they were "
                 f"packed (first: {self.files[changed[0]]}); run flarelens pack again to update it"
             )
+
+
+_OPEN: dict = {}
+
+
+def read_images(pack: str | os.PathLike, files, image_size: int | None = None, source: str = "predictions"):
+    """((B, 1, S, S) uint8 tensor, [source side in px]) of ``files`` from a pack, in order —
+    what :func:`flarelens.data.load_image` gives for each file under the image root. For
+    callers that read a few rows at a time (``explain``); the opened pack is kept."""
+    import torch
+
+    path = Path(pack)
+    key = (str(path.resolve()), index_path(path).stat().st_mtime_ns if index_path(path).is_file() else 0)
+    if key not in _OPEN:
+        _OPEN.clear()
+        _OPEN[key] = open_pack(path)
+    opened = _OPEN[key]
+    rows = opened.rows(files, image_size, source=source)
+    images = np.ascontiguousarray(opened.images[rows])
+    return torch.from_numpy(images)[:, None], [int(opened.source_px[r]) for r in rows]
 
 
 def read_index(pack: str | os.PathLike) -> dict:

@@ -394,12 +394,12 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
             raise FlareLensError(f"{cfg.labels}: no {what} rows for fold {cfg.fold} (fold {cfg.fold} validates on its quarter, trains on the others)")
     cache = {"on": True, "off": False}.get(cfg.cache, "auto")
     train_set = MagnetogramDataset(train_rows, cfg.images, cfg.image_size, augment=cfg.augment, seed=cfg.seed,
-                                   cache=cache, as_uint8=True, progress=d.main and cfg.progress)
+                                   cache=cache, as_uint8=True, progress=d.main and cfg.progress, device=device)
     val_set = MagnetogramDataset(val_rows, cfg.images, cfg.image_size, augment="none", seed=cfg.seed,
-                                 cache=cache, as_uint8=True, progress=d.main and cfg.progress)
+                                 cache=cache, as_uint8=True, progress=d.main and cfg.progress, device=device)
     weights = class_weights(train_rows["target"], cfg.class_weight, cfg.augment)
 
-    workers = cfg.workers if cfg.workers is not None else _default_workers(device, train_set._cache is not None, d.world)
+    workers = cfg.workers if cfg.workers is not None else _default_workers(device, train_set.cached, d.world)
     # Workers are not persistent: each epoch's workers must see that epoch's augmentation
     # choices (set_epoch on the dataset), and forking them again costs little.
     loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda")
@@ -466,7 +466,8 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
         images = 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (d.main and cfg.progress))
-        for x, y in bar:
+        for batch in bar:
+            x, y = train_set.finish_batch(batch)  # on CUDA: gathered and augmented on the GPU
             weighted, w, prob, y = step(x, y)
             # Normalise by the whole (global) batch's weight so that DDP's gradient average
             # over N processes equals one process's class-weighted mean loss.
@@ -491,7 +492,8 @@ def _train(cfg: TrainConfig, d: _Dist) -> pd.DataFrame:
         sums.zero_()
         counts.zero_()
         with torch.no_grad():
-            for x, y in val_loader:
+            for batch in val_loader:
+                x, y = val_set.finish_batch(batch)
                 # Full precision, as `flarelens predict` computes: history.csv's validation
                 # scores are those of the predictions of the saved weights.
                 weighted, w, prob, y = step(x, y, mixed=False)
