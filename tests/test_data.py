@@ -12,7 +12,7 @@ from PIL import Image
 from flarelens import images
 from flarelens.data import (
     HFLIP, MAX_ROTATION_DEG, ORIGINAL, RANDOM_CHOICE, ROTATE, VFLIP, MagnetogramDataset, augment_batch, augment_image,
-    class_weights, expanded_index, load_image, read_image, rotate_nearest,
+    expanded_index, load_image, read_image, rotate_nearest,
 )
 from flarelens.errors import FlareLensError
 
@@ -183,18 +183,6 @@ def test_augmentation_is_a_function_of_seed_epoch_and_position(toy_dataset):
     assert [a.augmentation(i)[0] for i in order] == [r for r, _, _ in first]  # same rows each epoch
     other_seed = MagnetogramDataset(labels, root, image_size=64, augment="study", seed=8, cache=False)
     assert [other_seed.augmentation(i) for i in order] != first
-
-
-def test_class_weights():
-    targets = np.array([1] * 8 + [0] * 24)
-    assert class_weights(targets, "study").tolist() == [1.0, pytest.approx(2 * 24 / (4 * 8))]
-    w = class_weights(targets, "balanced", augment="study")  # 32 FL and 48 NF instances shown
-    assert w.tolist() == [pytest.approx(80 / 96), pytest.approx(80 / 64)]
-    w = class_weights(targets, "balanced", augment="none")
-    assert w.tolist() == [pytest.approx(32 / 48), pytest.approx(32 / 16)]
-    assert class_weights(targets, "none").tolist() == [1.0, 1.0]
-    with pytest.raises(FlareLensError, match="flaring"):
-        class_weights(np.zeros(5), "study")
 
 
 def test_missing_image_names_the_file_and_row(toy_dataset):

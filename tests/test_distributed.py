@@ -52,7 +52,7 @@ def test_two_gloo_processes_give_the_metrics_of_one(toy_dataset, tmp_path):
     log = (two / "train.log").read_text()
     assert sum(line.split(" ", 2)[2].startswith("epoch ") for line in log.splitlines()) == 4
     assert len(c2["rng_ranks"]) == 2 and not torch.equal(c2["rng_ranks"][0]["torch"], c2["rng_ranks"][1]["torch"])
-    assert sorted(p.name for p in two.iterdir()) == ["best.pt", "history.csv", "last.pt", "train.log"]
+    assert sorted(p.name for p in two.iterdir()) == ["best.pt", "config.json", "history.csv", "last.pt", "train.log"]
 
 
 def test_global_batch_must_split_evenly(toy_dataset, tmp_path):

@@ -1,4 +1,4 @@
-"""Torch datasets of labelled magnetograms, the study's augmentation scheme, class weights.
+"""Torch datasets of labelled magnetograms and the study's augmentation scheme.
 
 A :class:`MagnetogramDataset` reads the rows of a labels table (``file`` relative to an
 image root, ``target``) and returns each image as a (1, H, W) tensor scaled to [0, 1]
@@ -51,7 +51,6 @@ AUGMENT_NAMES = {ORIGINAL: "original", HFLIP: "hflip", VFLIP: "vflip", ROTATE: "
 MAX_ROTATION_DEG = 5.0
 
 AUGMENT_SCHEMES = ("study", "none")
-CLASS_WEIGHT_SCHEMES = ("study", "balanced", "none")
 
 #: Caching is automatic below this many bytes of decoded images (``cache="auto"``).
 AUTO_CACHE_BYTES = 2 * 1024**3
@@ -218,32 +217,6 @@ def expanded_index(targets, augment: str = "study") -> np.ndarray:
     parts = [np.stack([fl, np.full(len(fl), code)], axis=1) for code in (ORIGINAL, HFLIP, VFLIP, ROTATE)]
     parts += [np.stack([nf, np.full(len(nf), code)], axis=1) for code in (ORIGINAL, RANDOM_CHOICE)]
     return np.concatenate(parts).astype(np.int64).reshape(-1, 2)
-
-
-def class_weights(targets, scheme: str = "study", augment: str = "study") -> torch.Tensor:
-    """Loss weights ``[w_NF, w_FL]`` for the training targets (one per original row).
-
-    ``"study"``: NF = 1, FL = (2·#NF)/(4·#FL), as in the original study (which counts the
-    augmented copies: FL four times, NF twice). ``"balanced"``: n / (2·n_class) over the
-    instances one epoch actually shows (after augmentation). ``"none"``: 1, 1.
-    """
-    targets = np.asarray(targets).astype(int)
-    n_fl, n_nf = int((targets == 1).sum()), int((targets == 0).sum())
-    if scheme == "none":
-        return torch.tensor([1.0, 1.0])
-    if scheme not in CLASS_WEIGHT_SCHEMES:
-        raise FlareLensError(f"class weight must be one of {', '.join(CLASS_WEIGHT_SCHEMES)}, got {scheme!r}")
-    if n_fl == 0 or n_nf == 0:
-        raise FlareLensError(
-            f"the training rows hold {n_fl} flaring and {n_nf} non-flaring instances: both classes are needed "
-            "(use more data, another fold, or --class-weight none)"
-        )
-    if scheme == "study":
-        return torch.tensor([1.0, (2 * n_nf) / (4 * n_fl)])
-    if augment == "study":
-        n_fl, n_nf = 4 * n_fl, 2 * n_nf
-    n = n_fl + n_nf
-    return torch.tensor([n / (2 * n_nf), n / (2 * n_fl)])
 
 
 def _augmentation_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
@@ -497,6 +470,16 @@ class MagnetogramDataset(Dataset):
         if not self.as_uint8:
             x = x.float().div_(255.0)
         return x, y
+
+
+def finish_batch(dataset, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, targets)`` of a batch a DataLoader collated from ``dataset``: through
+    :meth:`MagnetogramDataset.finish_batch` (moved to its device, gathered and augmented
+    there in batch mode), or as collated for any other dataset of (image, target) items."""
+    if isinstance(dataset, MagnetogramDataset):
+        return dataset.finish_batch(batch)
+    x, y = batch
+    return x, y
 
 
 def to_unit(batch: torch.Tensor) -> torch.Tensor:

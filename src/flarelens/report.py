@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flarelens import __version__, evaluate
+from flarelens import __version__, evaluate, locations
 from flarelens.errors import FlareLensError
 from flarelens.fileio import write_text
 
@@ -79,19 +79,14 @@ def find_training_runs(run_dir: Path) -> list[TrainingRun]:
 
 
 def _read_config(path: Path) -> dict:
-    if (path / "config.json").is_file():
-        return json.loads((path / "config.json").read_text())
-    for name in ("last.pt", "best.pt"):
-        if (path / name).is_file():
-            from flarelens.checkpoint import load_checkpoint
+    from flarelens.rundir import read_config
 
-            try:
-                config = dict(load_checkpoint(path / name)["config"])
-            except FlareLensError:  # a checkpoint we cannot read must not stop the page
-                return {}
-            # Paths of the machine that trained are noise on the page; the rest is the run.
-            return {k: v for k, v in config.items() if k not in ("progress", "resume")}
-    return {}
+    try:
+        config = read_config(path)
+    except FlareLensError:  # a configuration we cannot read must not stop the page
+        return {}
+    # How the run was launched (bars, --resume) is noise on the page; the rest is the run.
+    return {k: v for k, v in config.items() if k not in ("progress", "resume")}
 
 
 def find_predictions(run_dir: Path) -> list[Path]:
@@ -283,7 +278,7 @@ def _skill_section(pred_paths: list[Path], run_dir: Path, threshold: float) -> t
 def _locations_section(frames: list[pd.DataFrame], threshold: float) -> str:
     if not frames:
         return _p("No predictions to analyse.")
-    result = evaluate.location_analysis(frames, threshold=threshold)
+    result = locations.location_analysis(frames, threshold=threshold)
     rows = []
     for cls, parts in result.items():
         for region in ("central", "limb"):
@@ -298,7 +293,7 @@ def _locations_section(frames: list[pd.DataFrame], threshold: float) -> str:
     for col in ("TP", "FN"):
         table[col] = table[col].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
     with tempfile.TemporaryDirectory() as tmp:
-        png = evaluate.recall_map(frames, threshold, Path(tmp) / "recall_map.png")
+        png = locations.recall_map(frames, threshold, Path(tmp) / "recall_map.png")
         figure = _img_tag(png.read_bytes(), "recall map", "900px")
     return (
         _p("Instances whose largest flare in the window is X or M class, split by the flare's heliographic "

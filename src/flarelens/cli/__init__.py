@@ -47,7 +47,11 @@ def _has_module(name: str) -> bool:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only ``command``'s module is imported (all of them when ``None``)."""
+    """The parser; only ``command``'s module is imported (the others are one-line stubs).
+
+    ``command=None`` gives the top-level parser with every subcommand as a stub, which is
+    all ``flarelens --help`` needs; pass ``"all"`` to import every subcommand's parser.
+    """
     parser = argparse.ArgumentParser(
         prog="flarelens",
         description="Build, evaluate and explain full-disk solar flare prediction models.",
@@ -60,7 +64,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, summary in COMMANDS.items():
         if not _has_module(name):
             continue  # a subcommand still being written must not take the others down with it
-        if command is None or name == command:
+        if command in (name, "all"):
             importlib.import_module(_module_name(name)).register(sub)
         else:
             sub.add_parser(name, help=summary, add_help=False)
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     from flarelens import log
 
+    own_process = argv is None  # the console script or `python -m flarelens`: ours to end
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
@@ -105,14 +110,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flarelens {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        previous = _ending(own_process, previous)
         print(f"flarelens {args.command}: interrupted", file=sys.stderr)
         return 130
     except _Terminated:
+        previous = _ending(own_process, previous)
         print(f"flarelens {args.command}: terminated (SIGTERM)", file=sys.stderr)
         return 143
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _ending(own_process: bool, previous):
+    """After a first Ctrl-C / SIGTERM the process is on its way out: a second one must not
+    break into the last message or the interpreter's exit with a traceback."""
+    if not own_process:
+        return previous
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        return previous
+    return None
 
 
 if __name__ == "__main__":
