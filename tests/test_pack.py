@@ -194,7 +194,7 @@ def test_training_from_the_pack_equals_training_from_the_folder(toy_dataset, tmp
     out = tmp_path / "p.npy"
     build_pack(labels_csv, root, out, size=SIZE, workers=1, progress=False)
     common = dict(labels=str(labels_csv), fold=1, model="simplecnn", image_size=SIZE, epochs=1, batch_size=16,
-                  device="cpu", workers=0, threads=1, progress=False, seed=4)
+                  device="cpu", workers=0, threads=1, progress=False, seed=4, inner=0, select="last")
     from_folder = train(images=str(root), out=str(tmp_path / "a"), cache="off", **common)
     from_pack = train(images=str(out), out=str(tmp_path / "b"), **common)
     for col in ("train_loss", "val_loss", "val_tss"):
