@@ -200,3 +200,23 @@ def test_training_from_the_pack_equals_training_from_the_folder(toy_dataset, tmp
     for col in ("train_loss", "val_loss", "val_tss"):
         assert from_folder[col].tolist() == from_pack[col].tolist()
     assert os.path.getsize(tmp_path / "a" / "best.pt") > 0
+
+
+def test_datasets_reach_spawned_workers_without_their_pixels(packed):
+    """A loader worker started by "spawn" gets the dataset pickled: it must map the pack
+    itself (not receive a copy of it) and, with rows held on the device, hand out row numbers."""
+    import pickle
+
+    from torch.utils.data import default_collate
+
+    _, labels, _, out, _ = packed
+    for kwargs in ({"batch_augment": True}, {"cache": "device", "device": "cpu"}):
+        ds = MagnetogramDataset(labels, out, SIZE, augment="study", seed=1, **kwargs)
+        blob = pickle.dumps(ds)
+        assert len(blob) < len(labels) * SIZE * SIZE  # the pixels alone would be this much
+        copy = pickle.loads(blob)
+        items = [copy[i] for i in range(10)]
+        assert [type(v) for v in items[0]] == [type(v) for v in ds[0]]
+        x, y = ds.finish_batch(default_collate(items))
+        x0, y0 = ds.finish_batch(default_collate([ds[i] for i in range(10)]))
+        assert torch.equal(x, x0) and torch.equal(y, y0)

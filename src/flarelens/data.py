@@ -299,6 +299,7 @@ class MagnetogramDataset(Dataset):
         self.batch_augment = on_cuda if batch_augment is None else bool(batch_augment)
         self._cache: torch.Tensor | None = None
         self._device_images: torch.Tensor | None = None
+        self._rows_on_device = False  # items are then row numbers of _device_images (also in workers)
         if self.pack is not None:
             if cache == "device" or (on_cuda and self._device_cache_wanted(cache)):
                 self._fill_device_cache(progress)
@@ -322,12 +323,12 @@ class MagnetogramDataset(Dataset):
     @property
     def batch_mode(self) -> bool:
         """Whether items carry their augmentation for :meth:`finish_batch` (4-tuples)."""
-        return self.batch_augment or self._device_images is not None
+        return self.batch_augment or self._rows_on_device
 
     @property
     def cached(self) -> bool:
         """Whether every image is already decoded in memory (RAM or GPU) or memory-mapped from a pack."""
-        return self._cache is not None or self._device_images is not None or self.pack is not None
+        return self._cache is not None or self._rows_on_device or self.pack is not None
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the augmentations of epoch ``epoch`` (call before each epoch)."""
@@ -385,6 +386,7 @@ class MagnetogramDataset(Dataset):
             images[start:start + len(part), 0].copy_(torch.from_numpy(part))
         self._device_images = images
         self._pack_rows = inverse.astype(np.int64)  # labels row -> row of the GPU copy
+        self._rows_on_device = True
 
     def _fill_cache(self, progress: bool) -> None:
         from flarelens.progress import bar
@@ -435,7 +437,7 @@ class MagnetogramDataset(Dataset):
         read of the cache or the pack for all of them."""
         choices = [self.augmentation(int(i)) for i in indices]
         rows = [row for row, _, _ in choices]
-        if self._device_images is not None:
+        if self._rows_on_device:
             return [(int(self._pack_rows[row]), int(self.targets[row]), code, angle) for row, code, angle in choices]
         images = self._row_images(rows)
         if self.batch_augment:
