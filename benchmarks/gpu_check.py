@@ -72,7 +72,9 @@ class Table:
                 raise
             rate, result = None, f"FAIL: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:120]
         peak = f"{torch.cuda.max_memory_allocated() / 1024**3:.1f}" if self.cuda else "-"
-        rate_text = (f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}") if isinstance(rate, (int, float)) and math.isfinite(rate) else ""
+        rate_text = ""
+        if isinstance(rate, (int, float)) and math.isfinite(rate):
+            rate_text = f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"
         self.rows.append((name, rate_text, peak, result))
         print(f"  {name}: {result} ({time.monotonic() - t0:.0f} s)", flush=True)
 
@@ -80,7 +82,8 @@ class Table:
         widths = [max(len(r[i]) for r in self.rows + [("path", "images/s", "peak GiB", "result")]) for i in range(4)]
         print(f"\nflarelens GPU check on {device} ({time.monotonic() - self.began:.0f} s)")
         for row in [("path", "images/s", "peak GiB", "result")] + self.rows:
-            print("  ".join(cell.ljust(w) if i in (0, 3) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+            cells = (cell.ljust(w) if i in (0, 3) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            print("  ".join(cells))
 
 
 def cli(*argv: str) -> str:
@@ -214,7 +217,8 @@ def main() -> int:
     def explain():
         t0 = time.monotonic()
         cli("explain", "--checkpoint", checkpoint, "--predictions", predictions, "--images", pack, "--labels", labels,
-            "--limit", "16", "--background", "8", "--device", args.device, "--no-overlays", "--out", str(work / "explain"))
+            "--limit", "16", "--background", "8", "--device", args.device, "--no-overlays",
+            "--out", str(work / "explain"))
         return 16 / (time.monotonic() - t0)
     table.run(f"explain {models[0]}, 3 methods (16 images, from the pack)", explain)
 

@@ -126,9 +126,11 @@ def test_non_quarter_roll_is_undone_like_sunpy(tmp_path):
     theirs = rotated.data[::-1]
     ref_x, ref_y = (float(v.value) for v in rotated.reference_pixel)
     ref_theirs = np.array([theirs.shape[0] - 1 - ref_y, ref_x])
+    def spot(a, value):
+        return np.array(np.unravel_index(np.nanargmax(np.where(np.abs(a - value) < value / 2, a, -1)), a.shape))
+
     for value in (100.0, 200.0):
-        spot = lambda a: np.array(np.unravel_index(np.nanargmax(np.where(np.abs(a - value) < value / 2, a, -1)), a.shape))  # noqa: E731
-        assert np.hypot(*((spot(ours) - [20, 20]) - (spot(theirs) - ref_theirs))) <= 1, value
+        assert np.hypot(*((spot(ours, value) - [20, 20]) - (spot(theirs, value) - ref_theirs))) <= 1, value
     # and by the definition: a point at angle phi from north ends at phi + CROTA2, seen north up
     y, x = np.unravel_index(np.nanargmax(ours), ours.shape)  # the 200 spot, 10 px from the centre
     assert (y, x) == (round(20 - 10 * np.cos(np.radians(30))), round(20 - 10 * np.sin(np.radians(30))))

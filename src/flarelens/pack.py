@@ -89,7 +89,8 @@ class Pack:
     """A complete pack opened for reading (see :func:`open_pack`).
 
     ``images`` is the memory-mapped ``(N, S, S)`` uint8 array (opened on first use, and
-    again in each DataLoader worker process; copy-on-write, so the file is never changed); ``files`` and ``timestamps`` the
+    again in each DataLoader worker process; copy-on-write, so the file is never changed);
+    ``files`` and ``timestamps`` the
     labels' values of its rows; ``size`` the side S in px; ``source_px`` each source's
     side before resizing.
     """
@@ -125,7 +126,8 @@ class Pack:
     def nbytes(self) -> int:
         return len(self.files) * self.size * self.size
 
-    def rows(self, files, image_size: int | None = None, source: str = "labels", check_sources: bool = True) -> np.ndarray:
+    def rows(self, files, image_size: int | None = None, source: str = "labels",
+             check_sources: bool = True) -> np.ndarray:
         """Pack rows of ``files`` (the labels' ``file`` values), as an int64 array.
 
         Refuses, with one line, a pack of another side than ``image_size`` (None: any), a
@@ -197,7 +199,9 @@ def read_index(pack: str | os.PathLike) -> dict:
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FlareLensError(f"{pack}: no index {path.name} beside it: not a flarelens pack (make one with flarelens pack)") from None
+        raise FlareLensError(
+            f"{pack}: no index {path.name} beside it: not a flarelens pack (make one with flarelens pack)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise FlareLensError(f"{path}: unreadable pack index ({exc}); build the pack again with --overwrite") from None
     need = ("format", "size", "files", "timestamps", "source_bytes", "source_mtime_ns", "source_px", "complete")
