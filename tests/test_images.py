@@ -126,6 +126,7 @@ def test_non_quarter_roll_is_undone_like_sunpy(tmp_path):
     theirs = rotated.data[::-1]
     ref_x, ref_y = (float(v.value) for v in rotated.reference_pixel)
     ref_theirs = np.array([theirs.shape[0] - 1 - ref_y, ref_x])
+
     def spot(a, value):
         return np.array(np.unravel_index(np.nanargmax(np.where(np.abs(a - value) < value / 2, a, -1)), a.shape))
 
