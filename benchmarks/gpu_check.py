@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py [--work /tmp/gpu_check] [--n 384] [--budget 540]
 
-(``--device cpu --size 64 --models alexnet --n 48`` runs the same paths on a CPU in a
+(``--device cpu --size 32 --models simplecnn --n 96`` runs the same paths on a CPU in a
 minute or two, gloo for NCCL and without fp16 and --compile: a check of the script itself.)
 
 On synthetic 512² magnetograms (JPEG folder and its pack, every third image flaring) it
@@ -159,8 +159,9 @@ def main() -> int:
     if args.size != 512:
         pack = str(work / f"images-{args.size}.npy")
         cli("pack", "--labels", labels, "--images", folder, "--size", str(args.size), "--out", pack)
+    # The GPU paths are checked here, not epoch selection: keep the last epoch (no inner block).
     common = ["--labels", labels, "--fold", "1", "--image-size", str(args.size), "--epochs", "2", "--batch-size", "64",
-              "--device", args.device, "--no-progress"]
+              "--device", args.device, "--inner", "0", "--select", "last", "--no-progress"]
 
     def train(name, model, amp, channels_last, images=pack, compile_=False):
         out = work / "runs" / name.replace(" ", "_").replace(",", "")
