@@ -112,7 +112,9 @@ def _sync(device):
 
 
 def main(argv=None) -> int:
-    from flarelens.explain.attributions import METHODS, Attributor, module_name
+    from flarelens.explain.attributions import Attributor
+    from flarelens.explain.methods import METHODS
+    from flarelens.explain.prepare import module_name
     from flarelens.models import build_model, gradcam_layer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flarelens import geometry
+from flarelens import geometry, images
 from flarelens import simulate as sim
 from flarelens.catalog import read_catalog
 
@@ -33,13 +33,13 @@ def time_single(sizes, repeat: int = 20) -> None:
     eph = geometry.ephemeris(times)
     for size in sizes:
         layouts: dict = {}
-        sim.render_field(times[0].value, sim._eph_at(eph, 0), size, model, layouts)
+        sim.render_field(times[0].value, eph.at(0), size, model, layouts)
         render = encode = 0.0
         for k, t in enumerate(times):
             t0 = time.perf_counter()
-            field = sim.render_field(t.value, sim._eph_at(eph, k), size, model, layouts)
+            field = sim.render_field(t.value, eph.at(k), size, model, layouts)
             t1 = time.perf_counter()
-            sim.encode_jpeg(sim.to_pixels(field), np.isnan(field))
+            sim.encode_jpeg(images.byte_scale(field), np.isnan(field))
             encode += time.perf_counter() - t1
             render += t1 - t0
         print(f"{size:>5} px: render {1000 * render / repeat:6.1f} ms, JPEG {1000 * encode / repeat:6.1f} ms per image (one process)")

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flarelens import metrics
 from flarelens.cli import main
 from flarelens.errors import FlareLensError
-from flarelens.evaluate import (
-    FLARELENS, STUDY, STUDY_CLASS, detect_format, evaluate_files, format_evaluation, read_predictions,
-)
+from flarelens.evaluate import evaluate_files, format_evaluation
+from flarelens.predictions import write_predictions
 
 # Our predictions.csv: TP (0.9, 1), FN (0.3, 1), TP (0.5, 1: the threshold counts as positive),
 # FP (0.6, 0), TN (0.1, 0), TP (0.7, 1) -> TP 3, FP 1, TN 1, FN 1.
@@ -50,91 +50,6 @@ def write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-# ------------------------------------------------------------------ reading
-
-
-def test_read_our_predictions(tmp_path):
-    frame = read_predictions(write(tmp_path, "pred.csv", OURS))
-    assert frame.attrs["format"] == FLARELENS
-    assert list(frame.columns[:9]) == ["timestamp", "time", "file", "flare_prob", "target", "goes_class", "fl_lon", "fl_lat", "fold"]
-    assert "peak_flux" in frame.columns  # other label columns are carried through
-    assert frame["flare_prob"].tolist() == [0.9, 0.3, 0.5, 0.6, 0.1, 0.7]
-    assert frame["target"].tolist() == [1, 1, 1, 0, 0, 1]
-    assert frame["goes_class"].tolist() == ["X2.2", "M1.0", "M1.0", "C1.0", "", "M3.0"]
-    assert frame["fl_lon"].iloc[1] == 70.0 and math.isnan(frame["fl_lon"].iloc[3])
-    assert frame["fold"].tolist() == [1] * 6
-    assert frame["time"].iloc[2] == pd.Timestamp("2011-02-15 02:00", tz="UTC")
-
-
-def test_read_study_fold_file_with_path_and_time_stamps(tmp_path):
-    frame = read_predictions(write(tmp_path, "fold1_res.csv", STUDY_FOLD))
-    assert frame.attrs["format"] == STUDY
-    assert frame["time"].iloc[0] == pd.Timestamp("2011-01-01 00:00", tz="UTC")
-    assert frame["time"].iloc[6] == pd.Timestamp("2011-01-01 06:00", tz="UTC")
-    assert frame["file"].iloc[0].endswith("HMI.m2011.01.01_00.00.00.jpg") and frame["file"].iloc[6] == ""
-    assert frame["target"].tolist() == [1, 1, 1, 0, 0, 0, 0]
-    assert frame["goes_class"].eq("").all() and frame["fl_lon"].isna().all() and frame["fold"].isna().all()
-
-
-def test_read_study_per_class_file(tmp_path):
-    frame = read_predictions(write(tmp_path, "x_class.csv", STUDY_X_CLASS))
-    assert frame.attrs["format"] == STUDY_CLASS
-    assert frame["fl_lon"].iloc[0] == pytest.approx(15.115929105638052) and frame["fl_lat"].iloc[0] == -21
-    assert frame["fl_lon"].iloc[1] == -82 and frame["fl_lat"].iloc[1] == -12
-    assert frame["fl_lon"].isna().iloc[2] and frame["fl_lat"].isna().iloc[2]
-    assert frame["goes_class"].tolist() == ["X2.2", "X4.9", ""]  # NF = no flare
-    assert frame["target"].isna().all()
-    assert "flare_start" in frame.columns
-    # an optional target column is read
-    with_target = STUDY_X_CLASS.replace("flare_start\n", "flare_start,target\n").replace(":00\n", ":00,1\n").replace("unk,unk\n", "unk,unk,0\n")
-    frame = read_predictions(write(tmp_path, "combined.csv", with_target))
-    assert frame["target"].tolist() == [1, 1, 0]
-
-
-def test_detect_format_by_columns():
-    assert detect_format(["timestamp", "flare_prob", "target"]) == STUDY
-    assert detect_format(["timestamp", "file", "flare_prob", "target", "fold"]) == FLARELENS
-    assert detect_format(["timestamp", "flare_prob", "goes_class", "fl_location"]) == STUDY_CLASS
-    for cols in (["timestamp", "prob", "target"], ["timestamp", "flare_prob"], []):
-        with pytest.raises(FlareLensError, match="unknown prediction file format"):
-            detect_format(cols)
-
-
-def test_empty_prediction_file_scores_zero(tmp_path):
-    path = write(tmp_path, "empty.csv", "timestamp,flare_prob,target\n")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        result = evaluate_files([path])
-    assert result["files"][0] == {"path": str(path), "tp": 0, "fp": 0, "tn": 0, "fn": 0, "tss": 0.0, "hss": 0.0}
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("timestamp,flare_prob,target\na,0.2,0\nb,abc,1\n", r"bad\.csv, line 3 \(data row 2\): flare_prob 'abc'"),
-        ("timestamp,flare_prob,target\na,0.2,0\nb,,1\n", r"line 3 .*flare_prob ''"),
-        ("timestamp,flare_prob,target\na,1.7,0\n", r"line 2 .*flare_prob '1.7' is not a probability"),
-        ("timestamp,flare_prob,target\na,nan,0\n", r"line 2 .*flare_prob 'nan'"),
-        ("timestamp,flare_prob,target\na,0.2,0\nb,0.3,2\n", r"line 3 .*target '2' is not 0 or 1"),
-        ("timestamp,prob,label\na,0.2,0\n", r"bad\.csv: unknown prediction file format \(columns: label, prob, timestamp\)"),
-        ("", r"bad\.csv: empty file"),
-        ("timestamp,flare_prob,goes_class,fl_location\na,0.2,X1.0,15 -20\n", r"line 2 .*fl_location '15 -20'"),
-        ("timestamp,flare_prob,goes_class,fl_location\na,0.2,Q1.0,unk\n", r"line 2 .*goes_class 'Q1.0' is not a GOES class"),
-        ("timestamp,file,flare_prob,target,fl_lon\na,f,0.2,0,10\n", r"only one of fl_lon, fl_lat"),
-        ("timestamp,file,flare_prob,target,fl_lon,fl_lat\na,f,0.2,0,10,-95\n", r"line 2 .*fl_lat '-95'"),
-    ],
-)
-def test_bad_prediction_files_name_file_and_line(tmp_path, text, message):
-    path = write(tmp_path, "bad.csv", text)
-    with pytest.raises(FlareLensError, match=message):
-        read_predictions(path)
-
-
-def test_missing_file(tmp_path):
-    with pytest.raises(FlareLensError, match="no such prediction file"):
-        read_predictions(tmp_path / "nope.csv")
 
 
 # ------------------------------------------------------------------ evaluate
@@ -187,8 +102,18 @@ def test_cli_evaluate_json_shape(tmp_path, capsys):
     ours, study = write(tmp_path, "pred.csv", OURS), write(tmp_path, "fold1_res.csv", STUDY_FOLD)
     assert main(["evaluate", str(ours), str(study), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"files", "mean", "std", "std_kind"}
-    assert [set(f) for f in out["files"]] == [{"path", "tp", "fp", "tn", "fn", "tss", "hss"}] * 2
+    assert {"files", "mean", "std", "std_kind"} <= set(out)  # the keys of before, kept
+    assert {"pooled", "baselines", "bootstrap", "threshold", "contaminated", "warnings"} <= set(out)
+    new = {"n", "positives", "pod", "far", "brier", "bss", "auc", "ci", "roc", "threshold_curve", "reliability",
+           "climatology", "inner_threshold", "calibrated", "model_fold", "contaminated", "warnings"}
+    assert [set(f) for f in out["files"]] == [{"path", "tp", "fp", "tn", "fn", "tss", "hss"} | new] * 2
+    assert set(out["pooled"]) == {"path", "tp", "fp", "tn", "fn", "tss", "hss"} | new
+    for name in ("persistence", "climatology"):
+        group = out["baselines"][name]
+        assert {"files", "mean", "std", "pooled"} <= set(group)
+        assert all(new - {"training"} <= set(f) for f in group["files"])
+    assert set(out["baselines"]["persistence"]["files"][0]["difference"]) == {"tss", "hss", "bss", "auc", "ci"}
+    assert set(out["files"][0]["ci"]) == {"tss", "hss", "bss", "auc"}
     assert [f["path"] for f in out["files"]] == [str(ours), str(study)]
     assert set(out["mean"]) == set(out["std"]) == {"tss", "hss"}
     assert out == evaluate_files([ours, study])
@@ -237,3 +162,132 @@ def test_study_sized_file_is_read_quickly(tmp_path):
     f = evaluate_files([path])["files"][0]
     y, p = frame["target"].to_numpy(), frame["flare_prob"].to_numpy()
     assert f["tp"] == int(((p >= 0.5) & (y == 1)).sum()) and f["tn"] == int(((p < 0.5) & (y == 0)).sum())
+
+
+# ------------------------------------------------------------------ probabilistic skill, baselines, intervals
+
+# The study's VGG16 fold counts as printed by its result notebook (TP, FP, TN, FN); fold k = quarter k.
+STUDY_COUNTS = {1: (1777, 2319, 10135, 557), 2: (1237, 3278, 10577, 375), 3: (1335, 2581, 11727, 1029),
+                4: (2073, 3373, 10659, 617)}
+
+
+def study_fold_file(tmp_path, fold: int, scale: int = 1):
+    """A file in the study's fold format giving its printed confusion matrix (divided by
+    ``scale``): hourly images of quarter ``fold`` of 2010-2017 (inside the bundled catalog),
+    outcomes shuffled over them."""
+    tp, fp, tn, fn = (n // scale for n in STUDY_COUNTS[fold])
+    times = []
+    for year in range(2010, 2018):
+        start = pd.Timestamp(year=year, month=3 * fold - 2, day=5 if year == 2010 else 1, tz="UTC")
+        times.append(pd.date_range(start, start + pd.DateOffset(months=3) - pd.Timedelta("1h"), freq="h"))
+    times = pd.DatetimeIndex(np.concatenate([t.to_numpy() for t in times]))[: tp + fp + tn + fn]
+    rng = np.random.default_rng(fold)
+    prob = np.concatenate([rng.uniform(0.5, 1, tp), rng.uniform(0.5, 1, fp), rng.uniform(0, 0.5, tn), rng.uniform(0, 0.5, fn)])
+    target = np.concatenate([np.ones(tp), np.zeros(fp), np.zeros(tn), np.ones(fn)]).astype(int)
+    order = rng.permutation(len(prob))
+    frame = pd.DataFrame({
+        "timestamp": [f"/scratch/hmi_jpgs_512/{t:%Y/%m/%d}/HMI.m{t:%Y.%m.%d_%H.%M.%S}.jpg" for t in times],
+        "flare_prob": prob[order], "target": target[order],
+    })
+    path = tmp_path / f"fold{fold}_res.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_study_fold_files_give_the_published_scores(tmp_path, capsys):
+    paths = [study_fold_file(tmp_path, k) for k in (1, 2, 3, 4)]
+    assert main(["evaluate", *map(str, paths), "--resamples", "0", "--no-baselines"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    mean = next(line for line in lines if line.startswith("mean"))
+    tss = [tp / (tp + fn) - fp / (fp + tn) for tp, fp, tn, fn in STUDY_COUNTS.values()]
+    hss = [2 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)) for tp, fp, tn, fn in STUDY_COUNTS.values()]
+    # the study's published 0.51 and 0.35, unchanged
+    assert mean.split()[1:] == [f"{np.mean(tss):.4f}", f"{np.mean(hss):.4f}"] and round(np.mean(tss), 2) == 0.51
+
+
+def test_study_fold_files_get_intervals_and_persistence_beside(tmp_path, capsys):
+    # An eighth of each fold (the first quarters of 2010): the full files take ~15 s here.
+    paths = [study_fold_file(tmp_path, k, scale=8) for k in (1, 2, 3, 4)]
+    assert main(["evaluate", *map(str, paths), "--resamples", "100"]) == 0
+    out = capsys.readouterr().out
+    for path in paths:
+        block = out.split(f"{path}: ")[1]
+        model_row = next(line for line in block.splitlines() if line.strip().startswith("model "))
+        assert model_row.count("[") == 4  # TSS, HSS, BSS, AUC each with its interval
+        assert any(line.strip().startswith("persistence") and line.count("[") == 4 for line in block.splitlines())
+        assert any(line.strip().startswith("model - persistence") for line in block.splitlines())
+    assert f"pooled: {sum(n // 8 for counts in STUDY_COUNTS.values() for n in counts)} instances" in out
+
+    result = evaluate_files(paths, resamples=100)
+    persistence = result["baselines"]["persistence"]
+    for f, p in zip(result["files"], persistence["files"]):
+        assert p["training"]["source"] == "other files"  # the other three quarters
+        assert p["n"] == f["n"] and f["climatology"]["source"] == "scored file"
+        assert p["difference"]["tss"] == pytest.approx(f["tss"] - p["tss"])
+        low, high = f["ci"]["tss"]
+        assert low <= f["tss"] <= high
+    tp, fp, tn, fn = (n // 8 for n in STUDY_COUNTS[1])
+    assert result["files"][0]["tss"] == pytest.approx(tp / (tp + fn) - fp / (fp + tn), rel=1e-12)
+
+
+def _run_dir(tmp_path, scored_prob, inner_prob, base_rate=0.25):
+    """A run directory with held-out predictions, inner-block predictions and their sidecars."""
+    run = tmp_path / "fold1"
+    run.mkdir()
+    y = np.array([1, 1, 0, 0, 0, 1, 0, 0])
+    for name, prob, role in (("predictions.csv", scored_prob, "heldout"), ("inner_predictions.csv", inner_prob, "inner")):
+        month = 2 if role == "heldout" else 5
+        frame = pd.DataFrame({
+            "timestamp": [f"2011-{month:02d}-{10 + i:02d}T00:00:00Z" for i in range(len(y))],
+            "file": [f"f{i}.jpg" for i in range(len(y))], "flare_prob": prob, "target": y,
+            "fold": 1 if role == "heldout" else 2, "model_fold": 1, "role": role,
+        })
+        write_predictions(frame, run / name, {"checkpoint": "best.pt", "model_fold": 1, "train_base_rate": base_rate})
+    return run
+
+
+def test_threshold_is_chosen_on_the_inner_block_and_applied_to_the_held_out_fold(tmp_path):
+    #              flares at 0, 1, 5
+    scored = [0.35, 0.45, 0.40, 0.10, 0.05, 0.80, 0.20, 0.30]  # best TSS on itself: 0.35
+    inner = [0.90, 0.70, 0.65, 0.10, 0.05, 0.75, 0.20, 0.30]   # best TSS on the inner block: 0.66-0.70 -> ties
+    run = _run_dir(tmp_path, scored, inner)
+    result = evaluate_files([run / "predictions.csv"], resamples=0, baselines=False)
+    chosen = result["files"][0]["inner_threshold"]
+    y = [1, 1, 0, 0, 0, 1, 0, 0]
+    assert chosen["threshold"] == metrics.best_threshold(y, inner)
+    assert chosen["threshold"] != metrics.best_threshold(y, scored)  # never chosen on the scored fold
+    c = metrics.confusion(y, scored, chosen["threshold"])
+    assert (chosen["tp"], chosen["fp"], chosen["tn"], chosen["fn"], chosen["tss"]) == (c.tp, c.fp, c.tn, c.fn, c.tss)
+    assert chosen["source"] == str(run / "inner_predictions.csv")
+    # the run's training base rate is the BSS reference
+    assert result["files"][0]["climatology"] == {"rate": 0.25, "source": "run"}
+    brier = np.mean((np.array(scored) - y) ** 2)
+    assert result["files"][0]["bss"] == pytest.approx(1 - brier / np.mean((0.25 - np.array(y)) ** 2))
+    # inner-block predictions are not scored as if held out
+    with pytest.raises(FlareLensError, match="not held out"):
+        evaluate_files([run / "inner_predictions.csv"], resamples=0)
+
+
+def test_file_without_flares_is_said_so(tmp_path, capsys):
+    path = write(tmp_path, "quiet.csv", "timestamp,flare_prob,target\n2011-03-01T00:00:00Z,0.7,0\n2011-03-01T01:00:00Z,0.1,0\n")
+    result = evaluate_files([path], resamples=0, baselines=False)
+    assert any("no flaring instance" in w for w in result["warnings"])
+    assert result["files"][0]["auc"] is None
+    assert main(["evaluate", str(path), "--resamples", "0", "--no-baselines"]) == 0
+    assert "warning: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [(["--threshold", "nan"], "threshold"), (["--threshold", "1"], "threshold"),
+                                            (["--threshold", "0"], "threshold"), (["--resamples", "-1"], "resamples")])
+def test_cli_evaluate_nonsense_settings(tmp_path, capsys, extra, message):
+    path = write(tmp_path, "pred.csv", OURS)
+    assert main(["evaluate", str(path), *extra]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+
+
+def test_header_only_file_is_refused_not_counted_as_zero(tmp_path, capsys):
+    ours = write(tmp_path, "pred.csv", OURS)
+    empty = write(tmp_path, "empty.csv", "timestamp,flare_prob,target\n")
+    assert main(["evaluate", str(ours), str(empty)]) == 1
+    assert "empty.csv: has a header but no rows" in capsys.readouterr().err

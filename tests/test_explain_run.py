@@ -14,11 +14,13 @@ from torch import nn
 from flarelens import geometry
 from flarelens.cli import main
 from flarelens.errors import FlareLensError
-from flarelens.explain.attributions import METHODS, NEUTRAL
-from flarelens.explain.run import (
-    SCORE_COLUMNS, ExplainSettings, Selection, background_rows, explain_instances, normalise_predictions,
-    read_predictions, read_regions, select_instances,
+from flarelens.explain.instances import (
+    Selection, background_rows, normalise_predictions, read_predictions, select_instances,
 )
+from flarelens.explain.methods import METHODS, NEUTRAL
+from flarelens.explain.run import ExplainSettings, explain_instances
+from flarelens.explain.summary import SCORE_COLUMNS
+from flarelens.explain.truth import read_regions
 from flarelens.images import image_relpath
 
 FILE_SIZE = 64  # images on disk
@@ -54,7 +56,7 @@ class StrongFieldNet(nn.Module):
         return self.head(torch.flatten(self.pool(x), 1))
 
 
-def write_flare_dataset(root, n=6, seed=0):
+def write_flare_dataset(root, n=8, seed=0):
     """Images whose only strong field is a bipole where the labelled flare will be.
 
     Flaring rows (every other) carry the flare at a known (lon, lat) at the image time;
@@ -245,9 +247,11 @@ def test_resume_skips_done_instances_and_refuses_other_settings(flare_set):
 
     # Scores at another radius need no new maps.
     wider = explain_instances(model, frame, root, out, _settings(methods=("ig",), overlays=False, comparison_rows=0,
-                                                                 radius_deg=20.0), **kw)
+                                                                 radius_deg=20.0, image_radius=0.3), **kw)
     assert wider.computed == 0
-    assert (wider.scores["area"].dropna() > before.loc[before["method"] == "ig", "area"].dropna().to_numpy()).all()
+    ig_before = before[before["method"] == "ig"]
+    for col in ("helio_area", "image_area", "area"):
+        assert (wider.scores[col].dropna().to_numpy() > ig_before[col].dropna().to_numpy()).all(), col
 
     with pytest.raises(FlareLensError, match="n_steps"):
         explain_instances(model, frame, root, out, _settings(methods=("ig",), n_steps=8, overlays=False), **kw)
@@ -256,32 +260,37 @@ def test_resume_skips_done_instances_and_refuses_other_settings(flare_set):
     assert redone.computed == 4
 
 
-def _checkpoint(path, size=MODEL_SIZE):
+def _checkpoint(path, size=MODEL_SIZE, fold=1):
     from flarelens.checkpoint import save_checkpoint
     from flarelens.models import build_model
 
     torch.manual_seed(0)
     model = build_model("simplecnn", image_size=size)
     save_checkpoint(path, model=model, epoch=1, history=[],
-                    config={"model": "simplecnn", "image_size": size, "fold": 1, "seed": 0})
+                    config={"model": "simplecnn", "image_size": size, "fold": fold, "seed": 0})
 
 
 def test_cli_explains_a_checkpoint(flare_set, capsys):
     tmp, root, _, _ = flare_set
-    _checkpoint(tmp / "best.pt")
+    _checkpoint(tmp / "best.pt", fold=2)
     out = tmp / "cli-out"
+    # Fold 2 (April-June): one M flare and two quiet images of the eight.
     args = ["explain", "--checkpoint", str(tmp / "best.pt"), "--predictions", str(tmp / "pred.csv"),
             "--images", str(root), "--out", str(out), "--labels", str(tmp / "labels.csv"), "--background", "2",
-            "--steps", "8", "--class", "M", "--limit", "2", "--no-overlays", "--comparison-rows", "2", "--device", "cpu"]
+            "--steps", "8", "--start", "2014-04-01", "--end", "2014-06-30", "--no-overlays", "--comparison-rows", "2",
+            "--device", "cpu"]
     assert main(args) == 0
-    text = capsys.readouterr().out
-    assert "2 of 6 predictions selected" in text and "guided-gradcam" in text and "2 explained" in text
+    captured = capsys.readouterr()
+    assert "3 of 8 predictions selected" in captured.err
+    assert "guided-gradcam" in captured.out and "3 explained" in captured.out
     table = pd.read_csv(out / "scores.csv")
-    assert len(table) == 2 * len(METHODS) and set(table["flare_class"]) == {"M"}
-    assert table["gt_area"].notna().all()  # regions.csv found beside the images
+    assert len(table) == 3 * len(METHODS) and set(table["flare_class"]) == {"M", "none"}
+    assert table.loc[table["target"] == 1, "gt_area"].notna().all()  # regions.csv found beside the images
+    assert (table["training_data"] == 0).all()
+    assert json.loads((out / "summary.json").read_text())["training_data"] is False
     assert (out / "comparison.png").is_file() and not (out / "overlays").exists()
     assert main(args) == 0
-    assert "0 explained, 2 already done" in capsys.readouterr().out
+    assert "0 explained, 3 already done" in capsys.readouterr().out
 
 
 def test_cli_reports_bad_input_in_one_line(flare_set, capsys):
@@ -293,7 +302,8 @@ def test_cli_reports_bad_input_in_one_line(flare_set, capsys):
     assert main(base + ["--predictions", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "flare_prob" in err and err.count("\n") == 1
-    assert main(base + ["--predictions", str(tmp / "pred.csv"), "--methods", "ig", "--layer", "nope"]) == 1
+    assert main(base + ["--predictions", str(tmp / "pred.csv"), "--methods", "ig", "--layer", "nope",
+                        "--end", "2014-03-31"]) == 1
     assert "nope" in capsys.readouterr().err
     missing = pd.read_csv(tmp / "pred.csv")
     missing.loc[0, "file"] = "2099/01/01/HMI.m2099.01.01_00.00.00.png"

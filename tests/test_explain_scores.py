@@ -9,18 +9,20 @@ from torch import nn
 
 from flarelens import geometry
 from flarelens.explain import scores
-from flarelens.explain.attributions import NEUTRAL
+from flarelens.explain.methods import NEUTRAL
 
 TIME = "2014-06-10T12:00:00Z"
 
 
 def test_great_circle_distances():
-    assert scores.great_circle_deg(0, 0, 90, 0) == pytest.approx(90)
-    assert scores.great_circle_deg(0, 0, 0, 10) == pytest.approx(10)
-    assert scores.great_circle_deg(30, 60, 210, 60) == pytest.approx(60)  # over the pole
-    assert scores.great_circle_deg(-179.5, 0, 179.5, 0) == pytest.approx(1)  # across the date line
-    assert scores.great_circle_deg(12.3, -20, 12.3, -20) == pytest.approx(0, abs=1e-9)
-    assert np.isnan(scores.great_circle_deg(np.nan, 0, 0, 0))
+    """The neighbourhoods use geometry's great-circle distance (the one in the package)."""
+    gc = geometry.great_circle
+    assert gc(0, 0, 90, 0) == pytest.approx(90)
+    assert gc(0, 0, 0, 10) == pytest.approx(10)
+    assert gc(30, 60, 210, 60) == pytest.approx(60)  # over the pole
+    assert gc(-179.5, 0, 179.5, 0) == pytest.approx(1)  # across the date line
+    assert gc(12.3, -20, 12.3, -20) == pytest.approx(0, abs=1e-9)
+    assert np.isnan(gc(np.nan, 0, 0, 0))
 
 
 @pytest.fixture

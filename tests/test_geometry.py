@@ -154,3 +154,102 @@ def test_rotate_back_and_forth_and_with_arrays_of_times():
     times = pd.date_range(t0, periods=4, freq="1D")
     lons = geometry.rotate(np.full(4, -40.0), np.full(4, 15.0), t0, times)
     assert lons[0] == pytest.approx(-40.0) and np.all(np.diff(lons) > 12)
+
+
+# --------------------------------------------------------------------------- visibility at image time
+
+
+def sunpy_mu_at_image(lon, lat, start, image):
+    """cos(heliocentric angle) seen from Earth at ``image`` of a point at (lon, lat) at ``start``,
+    carried by sunpy's RotatedSunFrame (independent of our rotation and projection)."""
+    with transform_with_sun_center():
+        hgs = SkyCoord(RotatedSunFrame(lon=lon * u.deg, lat=lat * u.deg, base=frames.HeliographicStonyhurst(obstime=start),
+                                       rotated_time=image)).transform_to(frames.HeliographicStonyhurst(obstime=image))
+    # Unit vector of the point and direction to Earth in the same Stonyhurst frame.
+    b0 = sun.B0(Time(image)).to_value(u.rad)
+    d = sun.earth_distance(Time(image)).to_value(u.km) / geometry.SUN_RADIUS_KM
+    lo, la = hgs.lon.to_value(u.rad), hgs.lat.to_value(u.rad)
+    p = np.array([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
+    e = d * np.array([np.cos(b0), 0.0, np.sin(b0)])
+    return float(np.dot(p, e - p) / np.linalg.norm(e - p)), float(hgs.lon.to_value(u.deg))
+
+
+@pytest.mark.parametrize("image", ["2013-06-05T00:00:00", "2017-12-24T03:00:00"])
+def test_east_limb_flare_starting_21_h_after_its_image_is_hidden(image):
+    start = (pd.Timestamp(image) + pd.Timedelta(hours=21)).isoformat()
+    # Rotated back 21 h (~11.5 degrees), E88 lay ~10 degrees behind the east limb.
+    assert geometry.visible(-88.0, 12.0, start, image) is False
+    ref_mu, ref_lon = sunpy_mu_at_image(-88.0, 12.0, start, image)
+    assert ref_mu < 0
+    lon, lat = geometry.position_at(-88.0, 12.0, start, image)
+    assert lon == pytest.approx(ref_lon, abs=1e-3) and lat == 12.0
+    assert -101.0 < lon < -98.0
+
+
+@pytest.mark.parametrize("image", ["2013-06-05T00:00:00", "2017-12-24T03:00:00"])
+def test_west_limb_and_central_flares_starting_21_h_later_are_visible(image):
+    start = (pd.Timestamp(image) + pd.Timedelta(hours=21)).isoformat()
+    got = geometry.visible([88.0, 5.0, -20.0], [-12.0, 20.0, 0.0], start, image)
+    assert got.dtype == bool and got.tolist() == [True, True, True]
+    # W88 was at W76 or so when the image was taken: well on the disk.
+    assert sunpy_mu_at_image(88.0, -12.0, start, image)[0] > 0.2
+
+
+def test_visibility_is_decided_at_the_image_time_by_the_sign_of_mu():
+    image = pd.Timestamp("2014-09-10T12:00:00", tz="UTC")
+    # Flares at E80 and at the equator starting 0..30 h after the image: they cross from
+    # behind the limb (hidden) to the disk as the start moves closer to the image time.
+    hours = np.arange(0, 31)
+    starts = image + pd.to_timedelta(hours, unit="h")
+    seen = geometry.visible(np.full(hours.size, -80.0), 0.0, starts, image)
+    lon_at_image, _ = geometry.position_at(-80.0, 0.0, starts, image)
+    mu_at_image = geometry.mu(lon_at_image, 0.0, image)
+    assert np.array_equal(seen, mu_at_image > 0)
+    assert seen[0] and not seen[-1]
+    # Monotone: once hidden, an earlier image cannot see it again.
+    assert np.all(np.diff(seen.astype(int)) <= 0)
+    # High latitude near the limb in early June, when B0 changes fastest (~0.12 degree a
+    # day): the tilt of the image time, not of the flare start, decides.
+    image = pd.Timestamp("2013-06-06T00:00:00", tz="UTC")
+    start = image + pd.Timedelta(hours=24)
+    lon = np.arange(-80.0, -70.0, 0.005)
+    seen = geometry.visible(lon, 65.0, start, image)
+    lon_at_image, _ = geometry.position_at(lon, 65.0, start, image)
+    expected = geometry.mu(lon_at_image, 65.0, image) > 0
+    assert expected.any() and not expected.all()
+    assert np.array_equal(seen, expected)
+
+
+def test_visible_handles_missing_values():
+    image = "2014-09-10T12:00:00"
+    got = geometry.visible([np.nan, 30.0, 30.0, 89.9], [0.0, np.nan, 0.0, 0.0], [image, image, None, None], image)
+    # No position: not visible; no start time: the position is taken as at the image time.
+    assert got.tolist() == [False, False, True, geometry.mu(89.9, 0.0, image) > 0]
+    lon, lat = geometry.position_at([10.0, 10.0], [5.0, 5.0], [None, image], image)
+    assert np.isnan(lon[0]) and np.isnan(lat[0]) and lon[1] == pytest.approx(10.0) and lat[1] == 5.0
+
+
+def test_position_at_broadcasts_and_agrees_with_rotate():
+    t0 = pd.Timestamp("2012-03-01", tz="UTC")
+    times = pd.date_range(t0, periods=3, freq="12h")
+    lon, lat = geometry.position_at(np.array([-40.0, 0.0, 40.0]), 15.0, times, t0)
+    assert np.allclose(lon, geometry.rotate(np.array([-40.0, 0.0, 40.0]), 15.0, times, t0), atol=0, rtol=0)
+    assert np.all(lat == 15.0)
+
+
+def test_great_circle_against_the_spherical_law_of_cosines():
+    rng = np.random.default_rng(5)
+    lon1, lon2 = rng.uniform(-180, 180, (2, 500))
+    lat1, lat2 = rng.uniform(-90, 90, (2, 500))
+    r = np.radians
+    cos_d = np.sin(r(lat1)) * np.sin(r(lat2)) + np.cos(r(lat1)) * np.cos(r(lat2)) * np.cos(r(lon2 - lon1))
+    expected = np.degrees(np.arccos(np.clip(cos_d, -1, 1)))
+    got = geometry.great_circle(lon1, lat1, lon2, lat2)
+    assert np.allclose(got, expected, atol=1e-6)
+    # Small separations (where the law of cosines loses digits): 1 degree of latitude, and
+    # 1 degree of longitude at latitude 60 is cos(60) = 0.5 degree (to first order).
+    assert float(geometry.great_circle(10.0, 20.0, 10.0, 21.0)) == pytest.approx(1.0, abs=1e-12)
+    assert float(geometry.great_circle(0.0, 60.0, 1.0, 60.0)) == pytest.approx(0.5, rel=1e-4)
+    # Symmetric, and NaN where a position is unknown.
+    assert np.allclose(geometry.great_circle(lon2, lat2, lon1, lat1), got)
+    assert np.isnan(geometry.great_circle(np.nan, 0.0, 0.0, 0.0))

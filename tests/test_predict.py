@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -51,8 +53,12 @@ def test_predict_labels_writes_the_contract_for_a_fold(trained):
     assert pred["flare_prob"].between(0, 1).all()
     for i in (0, len(pred) - 1):
         assert pred["flare_prob"][i] == pytest.approx(_reference_prob(checkpoint, root / pred["file"][i]), abs=1e-5)
-    everything = predict_labels(checkpoint, labels_path, root, progress=False)
+    everything = predict_labels(checkpoint, labels_path, root, progress=False, rows="all")
     assert len(everything) == len(labels)
+    assert (everything["role"] == np.where(labels["fold"] == 2, "heldout", "train")).all()
+    assert (everything["model_fold"] == 2).all()
+    held = predict_labels(checkpoint, labels_path, root, progress=False)  # default: the held-out fold
+    assert held["timestamp"].tolist() == pred["timestamp"].tolist() and (held["role"] == "heldout").all()
 
 
 def test_validation_scores_in_history_are_those_of_the_predictions(trained):
@@ -83,7 +89,14 @@ def test_predict_cli_writes_predictions_csv_atomically(trained, tmp_path, capsys
     written = pd.read_csv(out)
     assert len(written) == int((labels["fold"] == 2).sum())
     assert list(written.columns[:8]) == PREDICTION_COLUMNS
-    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv"]  # no temporary files left
+    # no temporary files left; the sidecar says where the predictions came from
+    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv", "predictions.meta.json"]
+    meta = json.loads((out.parent / "predictions.meta.json").read_text())
+    assert meta["checkpoint"] == str(checkpoint) and meta["model_fold"] == 2 and meta["rows"] == "fold 2"
+    train_rows = labels[labels["fold"] != 2]
+    assert meta["train_base_rate"] == pytest.approx(train_rows["target"].mean())
+    assert (written["role"] == "heldout").all() and (written["model_fold"] == 2).all()
+    assert list(written.columns[-2:]) == ["model_fold", "role"]
 
 
 def test_predict_files_of_any_size_and_format(trained, tmp_path, capsys):
@@ -129,3 +142,54 @@ def test_predict_errors(trained, tmp_path, capsys):
     assert "missing.png" in capsys.readouterr().err
     assert main(["predict", "--checkpoint", str(checkpoint), "--labels", str(labels_path)]) == 1
     assert "--images" in capsys.readouterr().err
+
+
+def test_predicting_training_rows_warns_marks_and_evaluate_refuses(trained, tmp_path, capsys, caplog):
+    root, labels, labels_path, checkpoint = trained
+    out = tmp_path / "fold3.csv"
+    with caplog.at_level("WARNING", logger="flarelens"):
+        assert main(["predict", "--checkpoint", str(checkpoint), "--labels", str(labels_path), "--images", str(root),
+                     "--fold", "3", "--out", str(out)]) == 0
+    assert "NOT held out" in caplog.text and "trained for fold 2" in caplog.text
+    assert "NOT held out" in capsys.readouterr().out
+    written = pd.read_csv(out)
+    assert (written["role"] == "train").all() and (written["model_fold"] == 2).all()
+    # evaluate refuses the training rows in one line ...
+    assert main(["evaluate", str(out), "--resamples", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not held out" in err and "--include-training-rows" in err
+    # ... and scores them only when asked, labelled as contaminated
+    assert main(["evaluate", str(out), "--resamples", "0", "--no-baselines", "--include-training-rows", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["contaminated"] is True and result["files"][0]["contaminated"] is True
+    assert main(["evaluate", str(out), "--resamples", "0", "--no-baselines", "--include-training-rows"]) == 0
+    assert "CONTAMINATED" in capsys.readouterr().out
+
+
+def test_a_diverged_model_is_refused_and_nothing_written(trained, tmp_path, capsys):
+    from flarelens.checkpoint import load_checkpoint, save_checkpoint
+
+    root, labels, labels_path, checkpoint = trained
+    state = load_checkpoint(checkpoint)
+    model, config = load_model(checkpoint)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    broken = tmp_path / "nan.pt"
+    save_checkpoint(broken, model=model, epoch=state["epoch"], config=config, history=state["history"])
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--checkpoint", str(broken), "--labels", str(labels_path), "--images", str(root),
+                 "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "non-finite" in captured.err and "\n" not in captured.err.strip() and not out.exists()
+    image = root / labels["file"][0]
+    assert main(["predict", "--checkpoint", str(broken), str(image)]) == 1
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out.lower() and "non-finite" in captured.err
+
+
+def test_rows_inner_needs_an_inner_block(trained, tmp_path, capsys):
+    root, _, labels_path, checkpoint = trained
+    assert main(["predict", "--checkpoint", str(checkpoint), "--labels", str(labels_path), "--images", str(root),
+                 "--rows", "inner", "--out", str(tmp_path / "inner.csv")]) == 1
+    assert "no rows selected (inner)" in capsys.readouterr().err

@@ -63,7 +63,7 @@ class _Progress:
 
 def run_demo(out: str | os.PathLike = "runs/demo", config: DemoConfig | None = None, progress: bool = True) -> Path:
     """Run (or resume) the demo pipeline under ``out``; return the report's path."""
-    from flarelens import evaluate, labels, predict, report, simulate, train
+    from flarelens import evaluate, labels, locations, predict, report, simulate, train
 
     config = config or DemoConfig()
     out = Path(out)
@@ -113,7 +113,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", config: DemoConfig | None = N
 
     loc_dir = out / "locations"
     p.step("locations", f"central vs near-limb X/M flares and the recall map -> {loc_dir}", False)
-    print(evaluate.format_locations(evaluate.write_locations(pred_files, loc_dir)))
+    print(locations.format_locations(locations.write_locations(pred_files, loc_dir)))
 
     explain_dir = out / "explain"
     p.step("explain", f"{', '.join(config.explain_methods)} on up to {config.explain_limit} flaring validation "

@@ -73,6 +73,14 @@ class Ephemeris:
     l0: np.ndarray | float
     distance: np.ndarray | float
 
+    def at(self, k: int) -> "Ephemeris":
+        """The ``k``-th time of an ephemeris of many times, as floats."""
+        return Ephemeris(*(float(np.ravel(v)[k]) for v in self.astuple()))
+
+    def astuple(self) -> tuple:
+        """(b0, angular_radius, l0, distance), e.g. to send to another process."""
+        return (self.b0, self.angular_radius, self.l0, self.distance)
+
 
 def plate_scale(size: int) -> float:
     """Arcsec per pixel of an N x N full-disk image (HMI's 0.504"/px at 4096, scaled to N)."""
@@ -101,6 +109,8 @@ def to_days(times) -> np.ndarray | float:
         stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
     ns = stamps.as_unit("ns").asi8
     days = ns // _NS_PER_DAY + (ns % _NS_PER_DAY) / _NS_PER_DAY
+    # A missing time (NaT) gives NaN days rather than a date in the year -292 billion.
+    days = np.where(np.asarray(stamps.isna()), np.nan, days)
     return float(days[0]) if shape is None else days.reshape(shape)
 
 
@@ -130,13 +140,20 @@ def _ephemeris_block(block: int):
 
 
 def ephemeris(times) -> Ephemeris:
-    """B0, angular radius, Carrington L0 and distance of the Sun seen from Earth at UTC times."""
-    days = np.asarray(to_days(times), dtype=float)
+    """B0, angular radius, Carrington L0 and distance of the Sun seen from Earth at UTC times.
+
+    NaN for a missing time (NaT).
+    """
+    return _ephemeris_days(np.asarray(to_days(times), dtype=float))
+
+
+def _ephemeris_days(days: np.ndarray) -> Ephemeris:
     flat = np.atleast_1d(days).ravel()
-    out = np.empty((4, flat.size))
-    blocks = np.floor(flat / _BLOCK_DAYS).astype(np.int64)
-    for block in np.unique(blocks):
-        sel = blocks == block
+    out = np.full((4, flat.size), np.nan)
+    known = np.isfinite(flat)
+    blocks = np.floor(np.where(known, flat, 0.0) / _BLOCK_DAYS).astype(np.int64)
+    for block in np.unique(blocks[known]):
+        sel = known & (blocks == block)
         out[:, sel] = _ephemeris_block(int(block))(flat[sel])
     out[2] %= 360.0
     if days.ndim == 0:
@@ -158,8 +175,12 @@ def disk_mask(time, size: int) -> np.ndarray:
     return (xx - d.cx) ** 2 + (yy - d.cy) ** 2 <= d.radius**2
 
 
-def _heliocentric(lon, lat, b0):
-    """Unit-sphere heliocentric cartesian (x west, y north, z towards the observer)."""
+def heliocentric(lon, lat, b0):
+    """Heliocentric cartesian coordinates on the unit sphere of Stonyhurst (lon, lat), degrees.
+
+    ``x`` to the west, ``y`` to solar north as seen (tilted by ``b0``, degrees), ``z``
+    towards the observer; in solar radii. Broadcasts.
+    """
     lon, lat, b0 = np.radians(lon), np.radians(lat), np.radians(b0)
     clat = np.cos(lat)
     x = clat * np.sin(lon)
@@ -168,8 +189,10 @@ def _heliocentric(lon, lat, b0):
     return x, y, z
 
 
-def _project(x, y, z, eph: Ephemeris, size: int):
-    """Pixel coordinates of heliocentric points (units of solar radii), visible or not."""
+def project(x, y, z, eph: Ephemeris, size: int):
+    """Pixel coordinates (x, y) on an N x N image of heliocentric points (solar radii, as
+    :func:`heliocentric` gives them) seen with ephemeris ``eph``; far-side points are
+    projected too (see :func:`hg_to_pixel` for NaN there)."""
     scale = np.radians(plate_scale(size) / 3600.0)
     depth = eph.distance - z
     tx = np.arctan2(x, depth)
@@ -186,8 +209,8 @@ def hg_to_pixel(lon, lat, time, size: int, *, far_side_nan: bool = True):
     to place something just behind the limb).
     """
     eph = ephemeris(time)
-    x, y, z = _heliocentric(np.asarray(lon, float), np.asarray(lat, float), eph.b0)
-    px, py = _project(x, y, z, eph, size)
+    x, y, z = heliocentric(np.asarray(lon, float), np.asarray(lat, float), eph.b0)
+    px, py = project(x, y, z, eph, size)
     if far_side_nan:
         hidden = ~(z > 1.0 / np.asarray(eph.distance))
         px, py = np.where(hidden, np.nan, px), np.where(hidden, np.nan, py)
@@ -199,13 +222,19 @@ def hg_to_pixel(lon, lat, time, size: int, *, far_side_nan: bool = True):
 def pixel_to_hg(x, y, time, size: int):
     """Stonyhurst (lon, lat) in degrees of pixel (x, y) on an N x N image; NaN off the disk."""
     eph = ephemeris(time)
-    lon, lat, _ = _pixel_to_hg_mu(np.asarray(x, float), np.asarray(y, float), eph, size)
+    lon, lat, _ = pixel_to_hg_mu(np.asarray(x, float), np.asarray(y, float), eph, size)
     if np.ndim(lon) == 0:
         return float(lon), float(lat)
     return lon, lat
 
 
-def _pixel_to_hg_mu(x, y, eph: Ephemeris, size: int, clip_limb: bool = False):
+def pixel_to_hg_mu(x, y, eph: Ephemeris, size: int, clip_limb: bool = False):
+    """Stonyhurst lon, lat (degrees) and mu of pixel positions (x, y) on an N x N image seen
+    with ephemeris ``eph``; NaN where the line of sight misses the Sun.
+
+    With ``clip_limb`` a line of sight that just misses (pixel centres up to the limb) is
+    taken to touch the limb instead, so that every pixel of :func:`disk_mask` has a position.
+    """
     scale = np.radians(plate_scale(size) / 3600.0)
     centre = (size - 1) / 2.0
     tx = (x - centre) * scale
@@ -242,7 +271,7 @@ def disk_grid(time, size: int):
     """
     eph = ephemeris(time)
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
-    lon, lat, mu = _pixel_to_hg_mu(xx, yy, eph, size, clip_limb=True)
+    lon, lat, mu = pixel_to_hg_mu(xx, yy, eph, size, clip_limb=True)
     mask = disk_mask(time, size)
     return np.where(mask, lon, np.nan), np.where(mask, lat, np.nan), np.where(mask, mu, np.nan)
 
@@ -252,11 +281,14 @@ def mu(lon, lat, time):
 
     1 at disk centre, 0 at the limb, negative on the far side.
     """
-    eph = ephemeris(time)
-    x, y, z = _heliocentric(np.asarray(lon, float), np.asarray(lat, float), eph.b0)
-    dist = np.asarray(eph.distance)
-    value = (z * dist - 1.0) / np.sqrt(x**2 + y**2 + (dist - z) ** 2)
+    value = _mu(np.asarray(lon, float), np.asarray(lat, float), ephemeris(time))
     return float(value) if np.ndim(value) == 0 else value
+
+
+def _mu(lon, lat, eph: Ephemeris):
+    x, y, z = heliocentric(lon, lat, eph.b0)
+    dist = np.asarray(eph.distance)
+    return (z * dist - 1.0) / np.sqrt(x**2 + y**2 + (dist - z) ** 2)
 
 
 def rotation_rate(lat, model: str = "howard"):
@@ -291,6 +323,74 @@ def rotate(lon, lat, t0, t1, model: str = "howard"):
     the sidereal rate minus the Carrington rate, and the Earth's own motion enters through
     L0. Arrays broadcast; the result is in [-180, 180).
     """
-    dt_days = np.asarray(to_days(t1), float) - np.asarray(to_days(t0), float)
-    drift = (rotation_rate(lat, model) - CARRINGTON_RATE) * dt_days
-    return wrap_lon(carrington_lon(lon, t0) + drift - ephemeris(t1).l0)
+    return _rotate_days(lon, lat, np.asarray(to_days(t0), float), np.asarray(to_days(t1), float), model)
+
+
+def carrington_drift(lat, dt_days, model: str = "howard"):
+    """Change of Carrington longitude (degrees) of a surface feature at latitude ``lat``
+    (degrees) over ``dt_days`` days: its sidereal rotation rate minus the Carrington rate."""
+    return (rotation_rate(lat, model) - CARRINGTON_RATE) * dt_days
+
+
+def _rotate_days(lon, lat, d0, d1, model: str = "howard"):
+    drift = carrington_drift(lat, d1 - d0, model)
+    return wrap_lon((np.asarray(lon, float) + _ephemeris_days(d0).l0) % 360.0 + drift - _ephemeris_days(d1).l0)
+
+
+def position_at(lon, lat, from_time, to_time, model: str = "howard"):
+    """Stonyhurst (lon, lat) in degrees at UTC ``to_time`` of a surface feature seen at
+    (``lon``, ``lat``) degrees at UTC ``from_time``, turned by differential rotation.
+
+    The latitude is kept; the longitude follows :func:`rotate` (Howard et al. 1990 by
+    default). Everything broadcasts (arrays of positions and of times). Returns a tuple
+    of floats for scalar input, of arrays otherwise; NaN where a position or a time is
+    missing (NaN, NaT). Typical use: a flare's catalogue position at its start time,
+    ``from_time``, carried back to the image time, ``to_time``.
+    """
+    return _position_days(lon, lat, np.asarray(to_days(from_time), float), np.asarray(to_days(to_time), float), model)
+
+
+def _position_days(lon, lat, d0, d1, model):
+    lon, lat, d0, d1 = np.broadcast_arrays(np.asarray(lon, float), np.asarray(lat, float), d0, d1)
+    known = np.isfinite(lon) & np.isfinite(lat) & np.isfinite(d0) & np.isfinite(d1)
+    out_lon = np.full(lon.shape, np.nan)
+    if known.any():
+        out_lon[known] = _rotate_days(lon[known], lat[known], d0[known], d1[known], model)
+    out_lat = np.where(known, lat, np.nan)
+    if out_lon.ndim == 0:
+        return float(out_lon), float(out_lat)
+    return out_lon, out_lat
+
+
+def visible(lon, lat, flare_start, image_time, model: str = "howard"):
+    """True where a flare source lay on the Earth-facing hemisphere when its image was taken.
+
+    The flare's Stonyhurst position (``lon``, ``lat``, degrees) at its start, UTC
+    ``flare_start``, is rotated back to UTC ``image_time`` (:func:`position_at`); the source
+    is visible when the cosine of its heliocentric angle seen from Earth at that time
+    (:func:`mu`: that time's B0 and distance) is positive. A missing ``flare_start`` keeps
+    the position as given (no rotation, as when the catalogue has no start time); a missing
+    position or image time is not visible. Broadcasts; a bool for scalar input, a bool
+    array otherwise.
+    """
+    start = np.asarray(to_days(flare_start), float)
+    image = np.asarray(to_days(image_time), float)
+    start = np.where(np.isfinite(start), start, image)
+    lon_t, lat_t = _position_days(lon, lat, start, image, model)
+    lon_t, lat_t = np.asarray(lon_t), np.asarray(lat_t)
+    eph = _ephemeris_days(np.broadcast_to(image, lon_t.shape))
+    with np.errstate(invalid="ignore"):
+        seen = _mu(lon_t, lat_t, eph) > 0.0
+    seen = seen & np.isfinite(lon_t)
+    return bool(seen) if seen.ndim == 0 else seen
+
+
+def great_circle(lon1, lat1, lon2, lat2):
+    """Great-circle (angular) distance in degrees between heliographic positions in degrees.
+
+    Haversine form, accurate for small distances; NaN where a position is NaN. Broadcasts;
+    an array (0-d for scalars).
+    """
+    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, dtype=float)) for v in (lon1, lat1, lon2, lat2))
+    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))

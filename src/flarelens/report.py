@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flarelens import __version__, evaluate
+from flarelens import __version__, evaluate, locations
 from flarelens.errors import FlareLensError
 from flarelens.fileio import write_text
 
@@ -278,7 +278,7 @@ def _skill_section(pred_paths: list[Path], run_dir: Path, threshold: float) -> t
 def _locations_section(frames: list[pd.DataFrame], threshold: float) -> str:
     if not frames:
         return _p("No predictions to analyse.")
-    result = evaluate.location_analysis(frames, threshold=threshold)
+    result = locations.location_analysis(frames, threshold=threshold)
     rows = []
     for cls, parts in result.items():
         for region in ("central", "limb"):
@@ -293,7 +293,7 @@ def _locations_section(frames: list[pd.DataFrame], threshold: float) -> str:
     for col in ("TP", "FN"):
         table[col] = table[col].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
     with tempfile.TemporaryDirectory() as tmp:
-        png = evaluate.recall_map(frames, threshold, Path(tmp) / "recall_map.png")
+        png = locations.recall_map(frames, threshold, Path(tmp) / "recall_map.png")
         figure = _img_tag(png.read_bytes(), "recall map", "900px")
     return (
         _p("Instances whose largest flare in the window is X or M class, split by the flare's heliographic "

@@ -47,7 +47,11 @@ def _has_module(name: str) -> bool:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only ``command``'s module is imported (all of them when ``None``)."""
+    """The parser; only ``command``'s module is imported (the others are one-line stubs).
+
+    ``command=None`` gives the top-level parser with every subcommand as a stub, which is
+    all ``flarelens --help`` needs; pass ``"all"`` to import every subcommand's parser.
+    """
     parser = argparse.ArgumentParser(
         prog="flarelens",
         description="Build, evaluate and explain full-disk solar flare prediction models.",
@@ -60,7 +64,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, summary in COMMANDS.items():
         if not _has_module(name):
             continue  # a subcommand still being written must not take the others down with it
-        if command is None or name == command:
+        if command in (name, "all"):
             importlib.import_module(_module_name(name)).register(sub)
         else:
             sub.add_parser(name, help=summary, add_help=False)

@@ -11,16 +11,21 @@ def _csv_list(text: str | None) -> list[str] | None:
 
 
 def register(sub) -> None:
-    from flarelens.explain.attributions import IG_BASELINES, METHODS, OUTPUTS
+    from flarelens.explain.methods import IG_BASELINES, METHODS
+    from flarelens.explain.prepare import OUTPUTS
+    from flarelens.explain.truth import IMAGE_RADIUS, NEIGHBOURHOODS
 
     p = sub.add_parser(
         "explain",
         help="attribution maps (Guided Grad-CAM, Deep SHAP, Integrated Gradients) scored against where the flares were",
         description="For the selected rows of PRED.csv: each method's attribution map of the flare class (one .npz per "
         "image under OUT/maps), overlays on the magnetogram with the flare marked (OUT/overlays), a comparison figure "
-        "(OUT/comparison.png), and scores: share of positive attribution within --radius degrees of the flare, pointing "
-        "game, ground-truth regions of simulated images, deletion curves — each against a random baseline "
-        "(OUT/scores.csv, OUT/summary.json). Resumable: images whose .npz exists are skipped.",
+        "(OUT/comparison.png), and scores: share of positive attribution near the flare at the image time (within "
+        "--image-radius solar radii on the image, or --radius heliographic degrees), pointing game, ground-truth "
+        "regions of simulated images, deletion curves — each against a random baseline (OUT/scores.csv, "
+        "OUT/summary.json). Instances whose flare source was behind the limb at the image time are counted apart. "
+        "Rows the checkpoint trained on are refused (--allow-training-rows). Resumable: images whose .npz exists "
+        "are skipped.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint of `flarelens train` (RUN_DIR/best.pt)")
     p.add_argument("--predictions", required=True, metavar="PRED.csv", help="predictions of `flarelens predict`")
@@ -50,18 +55,29 @@ def register(sub) -> None:
     run.add_argument("--internal-batch-size", type=int, default=64,
                      help="most samples per forward pass inside IG / Deep SHAP (default: 64)")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    run.add_argument("--radius", type=float, default=10.0, help="localisation radius around the flare, heliographic degrees (default: 10)")
+    run.add_argument("--neighbourhood", choices=NEIGHBOURHOODS, default="image",
+                     help="flare neighbourhood of the mass/hit scores: image (on-disk pixels within --image-radius "
+                     "solar radii of the flare on the image; default: it holds at the limb) or heliographic (within "
+                     "--radius degrees); scores.csv has both")
+    run.add_argument("--image-radius", type=float, default=IMAGE_RADIUS, metavar="R",
+                     help=f"image neighbourhood radius, fraction of the solar radius (default: {IMAGE_RADIUS:g} = "
+                     "sin 10 deg, the 10-degree neighbourhood at disk centre)")
+    run.add_argument("--radius", type=float, default=10.0, help="heliographic neighbourhood radius, degrees (default: 10)")
     run.add_argument("--regions", metavar="CSV", help="ground truth of `flarelens simulate` (default: DIR/regions.csv of --images if present)")
     run.add_argument("--no-deletion", action="store_true", help="skip the deletion curves")
     run.add_argument("--no-overlays", action="store_true", help="skip the per-image overlay PNGs")
     run.add_argument("--comparison-rows", type=int, default=8, help="instances in comparison.png, spread over the selection (default: 8; 0: none)")
     run.add_argument("--seed", type=int, default=0, help="background draw and random deletion order (default: 0)")
     run.add_argument("--overwrite", action="store_true", help="replace maps made with other settings in --out")
+    run.add_argument("--allow-training-rows", action="store_true",
+                     help="explain rows the checkpoint trained on (outside its validation fold) instead of refusing "
+                     "them; every output marks them as training data")
     p.set_defaults(func=run_command)
 
 
 def run_command(args) -> int:
-    from flarelens.explain.run import ExplainSettings, Selection, explain, format_summary
+    from flarelens.explain.run import ExplainSettings, Selection, explain
+    from flarelens.explain.summary import format_summary
 
     methods = tuple(_csv_list(args.methods) or ())
     selection = Selection(
@@ -71,16 +87,16 @@ def run_command(args) -> int:
     settings = ExplainSettings(
         methods=methods, layer=args.layer, background_k=args.background, ig_baseline=args.ig_baseline,
         n_steps=args.steps, internal_batch_size=args.internal_batch_size, batch_size=args.batch_size,
-        output=args.attribute, radius_deg=args.radius, deletion=not args.no_deletion, overlays=not args.no_overlays,
+        output=args.attribute, neighbourhood=args.neighbourhood, radius_deg=args.radius, image_radius=args.image_radius,
+        deletion=not args.no_deletion, overlays=not args.no_overlays,
         comparison_rows=args.comparison_rows, seed=args.seed, device=args.device, threshold=args.threshold,
     )
     result = explain(
         args.checkpoint, args.predictions, args.images, args.out, selection, settings,
         labels=args.labels, regions=args.regions, overwrite=args.overwrite,
+        allow_training_rows=args.allow_training_rows,
     )
-    frame_len = result.computed + result.skipped
     print(f"{result.computed} explained, {result.skipped} already done")
-    if frame_len:
-        print(format_summary(result.summary))
+    print(format_summary(result.summary))
     print(f"wrote {result.files['scores']} and {result.files['summary']}")
     return 0

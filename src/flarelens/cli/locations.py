@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from flarelens.evaluate import (
-    CELL_DEG, LIMB_LONGITUDE, format_locations, location_analysis, read_predictions, write_locations,
-)
+from flarelens.predictions import read_predictions
+from flarelens.locations import CELL_DEG, LIMB_LONGITUDE, format_locations, location_analysis, write_locations
 from flarelens.metrics import THRESHOLD
 
 
@@ -21,8 +19,11 @@ def register(sub) -> None:
         "With --out DIR also writes DIR/locations.json, DIR/recall_cells.csv (hits and misses per "
         "longitude-latitude cell) and recall maps DIR/recall_map.png (X and M), recall_map_X.png, recall_map_M.png, "
         "where a red star marks cells with flares but no correct forecast. Reads flarelens predictions.csv "
-        "(goes_class, fl_lon, fl_lat) and the study's per-class files (flare_prob, goes_class, fl_location \"(lon, lat)\"); "
-        "several files are pooled.",
+        "(goes_class, fl_lon, fl_lat, fl_start) and the study's per-class files (flare_prob, goes_class, "
+        "fl_location \"(lon, lat)\", flare_start, the image path in timestamp); several files are pooled. "
+        "Near-limb counts are also split by whether the flare's source was on the visible disk at the image time "
+        "(its position at the flare start rotated back to the image time), east and west limb apart: a hit on a "
+        "hidden source was predicted from something else on the disk.",
     )
     p.add_argument("predictions", nargs="+", metavar="PRED.csv", help="prediction files (format recognised from the header)")
     p.add_argument("--threshold", type=float, default=THRESHOLD,
@@ -31,8 +32,9 @@ def register(sub) -> None:
     p.add_argument("--cell", type=float, default=CELL_DEG,
                    help=f"recall-map cell size in degrees of longitude and latitude (default: {CELL_DEG:g})")
     p.add_argument("--json", action="store_true",
-                   help='print {"X": {"central": {"tp", "fn"}, "limb": {"tp", "fn"}, "unknown": n}, "M": {...}} '
-                   "instead of a table")
+                   help='print {"X": {"central": {"tp", "fn"}, "limb": {"tp", "fn"}, "unknown": n, "limb_visible": '
+                   '{"tp", "fn"}, "limb_hidden": {...}, "limb_east_visible": {...}, "limb_east_hidden": {...}, '
+                   '"limb_west_visible": {...}, "limb_west_hidden": {...}}, "M": {...}} instead of a table')
     p.set_defaults(func=run)
 
 
@@ -47,7 +49,4 @@ def run(args) -> int:
     else:
         print(f"threshold {args.threshold:g}; instances whose largest flare is X or M class")
         print(format_locations(result))
-        if args.out:
-            print(f"wrote {Path(args.out) / 'locations.json'}, recall_cells.csv, recall_map.png, "
-                  "recall_map_X.png, recall_map_M.png")
     return 0

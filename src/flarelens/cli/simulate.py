@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from flarelens.simulate import simulate
 
 
@@ -24,14 +26,15 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--catalog", help="GOES flare catalog CSV (default: the bundled solar-cycle-24 catalog)")
     p.add_argument("--workers", type=int, help="processes to render with (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # Also accepted after the subcommand; SUPPRESS keeps it from overriding `flarelens -q simulate`.
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar (as flarelens -q)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     summary = simulate(
         args.start, args.end, cadence=args.cadence, size=args.size, out=args.out, seed=args.seed,
-        catalog=args.catalog, workers=args.workers, progress=not args.quiet,
+        catalog=args.catalog, workers=args.workers,
     )
     print(summary.format())
     return 0

@@ -8,7 +8,7 @@ An overlay shows the magnetogram in gray (black -250 G, white +250 G) with the s
 blended on top: red = evidence for a flare, blue = against, opacity growing with the
 magnitude; the colour scale is symmetric at the 99.5th percentile of |attribution| on
 the disk so one hot pixel does not wash the rest out. The flare's position is marked
-with a green +, the localisation region (within r degrees) outlined in green and, on
+with a green +, the localisation neighbourhood outlined in green and, on
 simulated images, the ground-truth region drawn as a dashed cyan circle.
 """
 
@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-METHOD_TITLES = {"guided-gradcam": "Guided Grad-CAM", "deepshap": "Deep SHAP", "ig": "Integrated Gradients"}
+
+def method_title(method: str) -> str:
+    """The method's human name from the registry (imported lazily: figures need no torch)."""
+    from flarelens.explain.methods import method_title as title
+
+    return title(method)
 
 
 @dataclass
@@ -96,7 +101,7 @@ def overlay_figure(panel: Panel, method: str):
     ax = fig.add_subplot(1, 1, 1)
     mappable = draw_overlay(ax, panel.image, panel.maps[method], panel.disk)
     draw_marks(ax, panel.flare_xy, panel.region, panel.truth)
-    title = f"{METHOD_TITLES.get(method, method)}\n{panel.title}"
+    title = f"{method_title(method)}\n{panel.title}"
     if panel.labels.get(method):
         title += f"\n{panel.labels[method]}"
     ax.set_title(title, fontsize=8)
@@ -123,11 +128,29 @@ def comparison_figure(panels: list[Panel], methods) -> object:
             draw_overlay(ax, panel.image, panel.maps[method], panel.disk)
             draw_marks(ax, panel.flare_xy, panel.region, panel.truth)
             if r == 0:
-                ax.set_title(METHOD_TITLES.get(method, method), fontsize=8)
+                ax.set_title(method_title(method), fontsize=8)
             if panel.labels.get(method):
                 ax.set_xlabel(panel.labels[method], fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def map_panel(z: dict, row, methods, region: np.ndarray | None = None, notes=(), extra=None) -> Panel:
+    """The :class:`Panel` of one stored map file ``z`` (its arrays) for a scores row ``row``:
+    ``region`` is the neighbourhood drawn, ``notes`` words added to the title (e.g.
+    "TRAINING DATA")."""
+    truth = tuple(z["truth_xyr"]) if np.all(np.isfinite(z["truth_xyr"])) else None
+    prob = float(z["model_prob"])
+    cls = row["goes_class"] or "no flare"
+    title = f"{row['time']:%Y-%m-%d %H:%M} {cls} p={prob:.2f} {row['outcome']}"
+    if notes:
+        title += " | " + ", ".join(notes)
+    return Panel(
+        image=z["image"], maps={m: z[f"map_{m}"] for m in methods}, title=title,
+        flare_xy=tuple(z["flare_xy"]) if np.all(np.isfinite(z["flare_xy"])) else None,
+        region=region if region is not None and region.any() else None, truth=truth, disk=z["disk"],
+        labels=extra or {},
+    )
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:

@@ -9,9 +9,10 @@ Localisation (a map against a region of the disk):
   scores for a random map (independent, identically distributed pixel values): the
   random-map baseline. A map localises when its scores are clearly above its area.
 
-The region of a flare is every on-disk pixel within ``radius_deg`` heliographic degrees
-(great-circle distance) of the flare's position at the image time; on simulated images
-also the ground-truth disc of the flaring region (``radius_px`` around its centroid).
+The regions of a flare are its neighbourhoods at the image time
+(:mod:`flarelens.explain.truth`: on-disk pixels within a fraction of the solar radius of
+its pixel, or within r great-circle degrees of its position) and, on simulated images,
+the ground-truth disc of the flaring region (``radius_px`` around its centroid).
 
 Faithfulness (deletion): the top k % of the on-disk pixels by attribution are set to
 zero field (128/255) for k = 0, 5, ..., 50 and the flare probability is recorded; the
@@ -25,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flarelens.explain.attributions import NEUTRAL
+from flarelens.explain.methods import NEUTRAL
 
 #: Central vs near-limb: a flare is central when |longitude| <= 70 degrees (docs/design.md).
 LIMB_LONGITUDE = 70.0
@@ -34,20 +35,12 @@ LIMB_LONGITUDE = 70.0
 DELETION_FRACTIONS = np.round(np.arange(0, 0.501, 0.05), 2)
 
 
-def great_circle_deg(lon1, lat1, lon2, lat2) -> np.ndarray:
-    """Great-circle distance in degrees between heliographic positions (degrees).
-
-    Haversine form, accurate for small distances; NaN where a position is NaN.
-    """
-    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, dtype=float)) for v in (lon1, lat1, lon2, lat2))
-    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
-
-
 def region_within_deg(lon_map, lat_map, lon0: float, lat0: float, radius_deg: float) -> np.ndarray:
     """Pixels whose heliographic position (``lon_map``, ``lat_map``, degrees; NaN off
     the disk) lies within ``radius_deg`` great-circle degrees of (``lon0``, ``lat0``)."""
-    dist = great_circle_deg(lon_map, lat_map, lon0, lat0)
+    from flarelens.geometry import great_circle
+
+    dist = great_circle(lon_map, lat_map, lon0, lat0)
     return np.nan_to_num(dist, nan=np.inf) <= radius_deg
 
 
