@@ -91,7 +91,8 @@ def test_augmented_items_are_the_flips_and_small_rotations_of_the_original(toy_d
             assert code == ROTATE and 0 < abs(angle) <= 5
             pil = Image.fromarray(ds.load_row(row)[0].numpy()).rotate(angle, resample=Image.NEAREST, fillcolor=0)
             expected = torch.from_numpy(np.asarray(pil).copy())[None].float() / 255
-            assert not torch.equal(image, original)
+            # Nearest neighbour (the study's) leaves a 64 px image unchanged for tiny angles.
+            assert abs(angle) < 1 or not torch.equal(image, original)
         assert torch.equal(image, expected)
         if ds.index[i][1] == RANDOM_CHOICE:
             seen.add(code)

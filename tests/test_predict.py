@@ -27,7 +27,8 @@ def trained(tmp_path_factory):
     labels_path = tmp / "labels.csv"
     labels.to_csv(labels_path, index=False)
     train(labels=str(labels_path), images=str(root), fold=2, model="simplecnn", image_size=48, epochs=3,
-          batch_size=8, optimizer="adam", lr=1e-3, out=str(tmp / "run"), progress=False, threads=1)
+          batch_size=8, optimizer="adam", lr=1e-3, out=str(tmp / "run"), progress=False, threads=1,
+          inner=0, select="last")  # the toy set is too sparse for an inner block
     return root, labels, labels_path, tmp / "run" / "best.pt"
 
 
@@ -70,11 +71,13 @@ def test_validation_scores_in_history_are_those_of_the_predictions(trained):
     row = state["history"][state["epoch"] - 1]
     pred = predict_labels(checkpoint, labels_path, root, fold=state["config"]["fold"], progress=False)
     scores = confusion(pred["target"], pred["flare_prob"])
-    assert (scores.tss, scores.hss) == (row["val_tss"], row["val_hss"])
+    # TSS is undefined (nan in history.csv) on a fold without flaring rows, as fold 2 of the toy set.
+    assert scores.hss == row["val_hss"]
+    assert scores.tss == row["val_tss"] if pred["target"].any() else np.isnan(row["val_tss"])
     # The class-weighted validation loss, recomputed from the probabilities.
     labels = pd.read_csv(labels_path)
     train_targets = labels.loc[labels["fold"] != state["config"]["fold"], "target"]
-    fl_weight = 2 * (train_targets == 0).sum() / (4 * (train_targets == 1).sum())
+    fl_weight = 1.5 * 2 * (train_targets == 0).sum() / (4 * (train_targets == 1).sum())
     w = np.where(pred["target"] == 1, fl_weight, 1.0)
     nll = -np.log(np.where(pred["target"] == 1, pred["flare_prob"], 1 - pred["flare_prob"]))
     assert float((w * nll).sum() / w.sum()) == pytest.approx(row["val_loss"], rel=1e-4)
