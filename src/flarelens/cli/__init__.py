@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     from flarelens import log
 
+    own_process = argv is None  # the console script or `python -m flarelens`: ours to end
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
@@ -109,14 +110,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flarelens {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        previous = _ending(own_process, previous)
         print(f"flarelens {args.command}: interrupted", file=sys.stderr)
         return 130
     except _Terminated:
+        previous = _ending(own_process, previous)
         print(f"flarelens {args.command}: terminated (SIGTERM)", file=sys.stderr)
         return 143
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _ending(own_process: bool, previous):
+    """After a first Ctrl-C / SIGTERM the process is on its way out: a second one must not
+    break into the last message or the interpreter's exit with a traceback."""
+    if not own_process:
+        return previous
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        return previous
+    return None
 
 
 if __name__ == "__main__":
