@@ -32,7 +32,7 @@ def world(tmp_path_factory):
     run = root / "run"
     assert main(["-q", "train", "--labels", str(labels_csv), "--images", str(images), "--fold", "1",
                  "--model", "simplecnn", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-                 "--out", str(run), "--threads", "1"]) == 0
+                 "--out", str(run), "--threads", "1", "--inner", "0", "--select", "last"]) == 0  # too sparse for an inner block
     pred = root / "pred.csv"
     assert main(["-q", "predict", "--checkpoint", str(run / "best.pt"), "--labels", str(labels_csv),
                  "--images", str(images), "--fold", "1", "--out", str(pred)]) == 0

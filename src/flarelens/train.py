@@ -574,6 +574,8 @@ def _run(cfg: TrainConfig, procs: distributed.Processes) -> pd.DataFrame:
 
 
 def _split(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series]:
+    if not Path(cfg.images).is_dir():
+        raise FlareLensError(f"--images {cfg.images}: no such directory")
     labels = read_labels(cfg.labels)
     roles = row_roles(labels, cfg.fold, inner=cfg.inner, gap=cfg.gap, window=cfg.window)
     counts = role_counts(roles)
