@@ -70,6 +70,7 @@ from flarelens.folds import DEFAULT_INNER, DEFAULT_WINDOW, check_inner, role_cou
 from flarelens.labels import parse_duration, read_labels
 from flarelens.metrics import THRESHOLD, Confusion
 from flarelens.models import DEFAULT_INIT, INITS, build_model, model_names
+from flarelens.pack import is_pack
 from flarelens.progress import bar
 from flarelens.progress import enabled as progress_enabled
 from flarelens.rundir import RunDir, disk_errors
@@ -576,8 +577,8 @@ def _run(cfg: TrainConfig, procs: distributed.Processes) -> pd.DataFrame:
 
 
 def _split(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series]:
-    if not Path(cfg.images).is_dir():
-        raise FlareLensError(f"--images {cfg.images}: no such directory")
+    if not Path(cfg.images).is_dir() and not is_pack(cfg.images):
+        raise FlareLensError(f"--images {cfg.images}: no such directory (nor a pack file of flarelens pack)")
     labels = read_labels(cfg.labels)
     roles = row_roles(labels, cfg.fold, inner=cfg.inner, gap=cfg.gap, window=cfg.window)
     counts = role_counts(roles)
