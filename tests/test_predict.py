@@ -201,6 +201,8 @@ def test_rows_inner_writes_the_inner_block_for_calibration(trained, tmp_path, ca
     assert main(["predict", "--checkpoint", str(checkpoint), "--labels", str(labels_path), "--images", str(root),
                  "--rows", "inner"]) == 0
     assert "inner_predictions.csv" in capsys.readouterr().out
-    written = pd.read_csv(tmp_path / "inner_predictions.csv")
+    # written beside the checkpoint (the run directory), not into the working directory
+    assert not (tmp_path / "inner_predictions.csv").exists()
+    written = pd.read_csv(checkpoint.parent / "inner_predictions.csv")
     assert (written["role"] == "inner").all() and len(written) == int((row_roles(labels, 1, inner=0.5) == "inner").sum())
-    assert json.loads((tmp_path / "inner_predictions.meta.json").read_text())["rows"] == "inner"
+    assert json.loads((checkpoint.parent / "inner_predictions.meta.json").read_text())["rows"] == "inner"
