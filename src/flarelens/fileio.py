@@ -36,15 +36,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:  # the block's own write ran out of disk
+            raise FlareLensError(f"cannot write {path}: {describe(exc, path.parent)}") from None
+        raise  # e.g. a dropped connection while downloading into tmp: the caller's to handle
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
         # mkstemp creates the file 0600; give the result the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise FlareLensError(f"cannot write {path}: {describe(exc, path.parent)}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
