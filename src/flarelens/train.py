@@ -71,6 +71,7 @@ from flarelens.labels import parse_duration, read_labels
 from flarelens.metrics import THRESHOLD, Confusion
 from flarelens.models import DEFAULT_INIT, INITS, build_model, model_names
 from flarelens.pack import is_pack
+from flarelens.settings import differing_keys
 from flarelens.progress import bar
 from flarelens.progress import enabled as progress_enabled
 from flarelens.rundir import RunDir, disk_errors
@@ -828,10 +829,11 @@ def _same_file(src: Path, dst: Path) -> None:
 
 
 def _check_resumable(saved: dict, now: dict, path: Path) -> None:
+    # a setting an older checkpoint lacks counts as its default (None), as it was then
+    keys = (set(saved) | set(now)) - RESUMABLE_CHANGES - set(RUN_FACTS)
     diffs = [
         f"--{k.replace('_', '-')} {saved.get(k)!r} (now {now.get(k)!r})"
-        for k in sorted(set(saved) | set(now))
-        if k not in RESUMABLE_CHANGES and k not in RUN_FACTS and saved.get(k) != now.get(k)
+        for k in differing_keys({k: saved.get(k) for k in keys}, {k: now.get(k) for k in keys})
     ]
     if diffs:
         raise FlareLensError(
