@@ -32,7 +32,7 @@ def world(tmp_path_factory):
     run = root / "run"
     assert main(["-q", "train", "--labels", str(labels_csv), "--images", str(images), "--fold", "1",
                  "--model", "simplecnn", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-                 "--out", str(run), "--threads", "1"]) == 0
+                 "--inner", "0", "--select", "last", "--out", str(run), "--threads", "1"]) == 0
     pred = root / "pred.csv"
     assert main(["-q", "predict", "--checkpoint", str(run / "best.pt"), "--labels", str(labels_csv),
                  "--images", str(images), "--fold", "1", "--out", str(pred)]) == 0
@@ -85,7 +85,7 @@ CASES = [
     ("train-zero-epochs", "train --labels {labels} --images {images} --fold 1 --epochs 0 --out {out}/t", "epochs"),
     ("train-fold-5", "train --labels {labels} --images {images} --fold 5 --out {out}/t", "fold"),
     ("train-labels-fold-7", "train --labels {bad}/fold7_labels.csv --images {images} --fold 1 --out {out}/t", "fold"),
-    ("train-missing-images", "train --labels {labels} --images {bad}/none --fold 1 --out {out}/t", "none"),
+    ("train-missing-images", "train --labels {labels} --images {bad}/none --fold 1 --inner 0 --select last --out {out}/t", "none"),
     ("train-out-is-a-file", "train --labels {labels} --images {images} --fold 1 --out {bad}/a_file", "a_file"),
     ("train-empty-labels", "train --labels {bad}/empty.csv --images {images} --fold 1 --out {out}/t", "empty.csv"),
     # predict

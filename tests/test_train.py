@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,6 +105,43 @@ def test_train_selects_on_the_inner_block_and_never_on_the_held_out_fold(dense, 
     for key, value in best["model"].items():
         assert torch.equal(model.state_dict()[key], value)
     assert not list(out.glob(".*part*"))
+
+
+def test_the_held_out_fold_never_chooses_the_epoch(dense, tmp_path):
+    """Held-out targets inverted: the better the model, the worse its held-out TSS. Selection on
+    the held-out fold would keep an early epoch; selection on the inner block a late one."""
+    root, labels, _ = dense
+    inverted = labels.copy()
+    inverted.loc[inverted["fold"] == 1, "target"] = 1 - inverted.loc[inverted["fold"] == 1, "target"]
+    path = tmp_path / "labels.csv"
+    inverted.to_csv(path, index=False)
+    out = tmp_path / "run"
+    history = train(_config(root, path, out, epochs=4))
+    inner_best = int(history["epoch"][history["inner_tss"].idxmax()])
+    assert inner_best != int(history["epoch"][history["val_tss"].idxmax()])  # the test can tell them apart
+    assert load_checkpoint(out / "best.pt")["epoch"] == inner_best
+
+
+def test_gap_really_drops_the_rows_whose_window_reaches_the_held_out_quarter(dense, tmp_path):
+    root, labels, _ = dense
+    # The same images at daily 13:00 times (a window from 13:00 crosses midnight into the next day).
+    times = pd.date_range("2011-01-01 13:00", periods=len(labels), freq="1D", tz="UTC")
+    relabelled = labels.assign(timestamp=times.strftime("%Y-%m-%dT%H:%M:%SZ"), fold=(times.month - 1) // 3 + 1)
+    path = tmp_path / "labels.csv"
+    relabelled.to_csv(path, index=False)
+    fold, gap = 2, pd.Timedelta("72h")
+    reach = times + gap - pd.Timedelta(1, "ns")
+    dropped = (relabelled["fold"].to_numpy() != fold) & ((reach.month - 1) // 3 + 1 == fold)
+    assert dropped.sum() == 3  # 29, 30 and 31 March reach into April
+    kept = relabelled[(relabelled["fold"] != fold) & ~dropped]
+
+    out = tmp_path / "run"
+    train(_config(root, path, out, fold=fold, epochs=1, inner=0, select="last", gap="72h"))
+    config = read_config(out)
+    assert config["rows"] == {"train": len(kept), "inner": 0, "heldout": int((relabelled["fold"] == fold).sum()),
+                              "purged": 3}
+    assert f"-> {_instances(kept['target'])} augmented instances" in (out / "train.log").read_text()
+    assert config["train_base_rate"] == pytest.approx(kept["target"].mean())
 
 
 def test_defaults_and_the_study_recipe_are_pinned():

@@ -143,7 +143,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated file, foreign pickle, ...
-        raise FlareLensError(f"{path}: cannot read checkpoint ({exc.__class__.__name__}: {exc})") from None
+        # torch's messages run over many lines: the first names the problem.
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:200]
+        raise FlareLensError(
+            f"{path}: cannot read checkpoint ({exc.__class__.__name__}: {first}); give a best.pt or last.pt written by "
+            "`flarelens train`"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FlareLensError(f"{path}: not a flarelens checkpoint (written by `flarelens train`)")
     if state.get("version", 0) > VERSION:

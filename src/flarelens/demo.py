@@ -105,7 +105,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", config: DemoConfig | None = N
     check_same_settings(out / "demo.json", json.loads(json.dumps(asdict(config))), what="a demo",
                         hint="use another --out or delete it")
     images = out / "images"
-    total = 2 + 3 * len(config.folds) + 5
+    total = 2 + 3 * len(config.folds) + 4
     p = _Progress(total)
 
     regions = images / "regions.csv"

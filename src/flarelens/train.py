@@ -63,13 +63,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from flarelens import __version__, distributed
 from flarelens.checkpoint import json_safe, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from flarelens.data import AUGMENT_SCHEMES, MagnetogramDataset, to_unit
+from flarelens.data import AUGMENT_SCHEMES, MagnetogramDataset, finish_batch, to_unit
 from flarelens.errors import FlareLensError
 from flarelens.fileio import atomic_path, write_csv
 from flarelens.folds import DEFAULT_INNER, DEFAULT_WINDOW, check_inner, role_counts, row_roles
 from flarelens.labels import parse_duration, read_labels
 from flarelens.metrics import THRESHOLD, Confusion
 from flarelens.models import DEFAULT_INIT, INITS, build_model, model_names
+from flarelens.pack import is_pack
+from flarelens.settings import differing_keys
 from flarelens.progress import bar
 from flarelens.progress import enabled as progress_enabled
 from flarelens.rundir import RunDir, disk_errors
@@ -431,7 +433,8 @@ def train_one_epoch(net, loader, step: BatchStep, optimizer, scaler, procs: dist
     net.train()
     t0 = time.perf_counter()
     counts = EpochCounts(step.device)
-    for x, y in bar(loader, progress=progress and procs.main, desc=desc, unit="batch", leave=False):
+    for batch in bar(loader, progress=progress and procs.main, desc=desc, unit="batch", leave=False):
+        x, y = finish_batch(loader.dataset, batch)  # on CUDA: gathered and augmented on the GPU
         weighted, w, prob, y = step(x, y)
         # Normalise by the whole (global) batch's weight so that DDP's gradient average
         # over N processes equals one process's class-weighted mean loss.
@@ -457,7 +460,8 @@ def evaluate_epoch(net, loader, step: BatchStep, procs: distributed.Processes,
     t0 = time.perf_counter()
     counts = EpochCounts(step.device)
     with torch.no_grad():
-        for x, y in loader:
+        for batch in loader:
+            x, y = finish_batch(loader.dataset, batch)
             weighted, w, prob, y = step(x, y, mixed=False)
             counts.add(weighted, w, prob, y, threshold)
     counts.all_reduce(procs)
@@ -574,6 +578,8 @@ def _run(cfg: TrainConfig, procs: distributed.Processes) -> pd.DataFrame:
 
 
 def _split(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series]:
+    if not Path(cfg.images).is_dir() and not is_pack(cfg.images):
+        raise FlareLensError(f"--images {cfg.images}: no such directory (nor a pack file of flarelens pack)")
     labels = read_labels(cfg.labels)
     roles = row_roles(labels, cfg.fold, inner=cfg.inner, gap=cfg.gap, window=cfg.window)
     counts = role_counts(roles)
@@ -625,29 +631,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, run: RunDir, resume_s
     # seed on every rank gives the same initial weights.
     model = initial_model(cfg)
 
-    cache = {"on": True, "off": False}.get(cfg.cache, "auto")
-    show = procs.main and progress_enabled(cfg.progress)
-
-    def dataset(rows, augment):
-        return MagnetogramDataset(rows, cfg.images, cfg.image_size, augment=augment, seed=cfg.seed, cache=cache,
-                                  as_uint8=True, progress=show)
-
-    train_set = dataset(train_rows, cfg.augment)
-    inner_set = dataset(inner_rows, "none")
-    val_set = dataset(val_rows, "none")
-
-    workers = cfg.workers if cfg.workers is not None else _default_workers(device, train_set._cache is not None, procs.world)
-    # Workers are not persistent: each epoch's workers must see that epoch's augmentation
-    # choices (set_epoch on the dataset), and forking them again costs little.
-    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda")
-    train_sampler = DistributedSampler(train_set, num_replicas=procs.world, rank=procs.rank, shuffle=True, seed=cfg.seed)
-    train_loader = DataLoader(train_set, batch_size=local_batch, sampler=train_sampler, **loader_args)
-
-    def eval_loader(ds):
-        # Every world-th instance per process, no padding, so each counts once.
-        return DataLoader(ds, batch_size=local_batch, sampler=list(range(procs.rank, len(ds), procs.world)), **loader_args)
-
-    inner_loader, val_loader = eval_loader(inner_set), eval_loader(val_set)
+    data = _Data(cfg, train_rows, inner_rows, val_rows, procs, device, local_batch)
 
     model.to(device)
     if channels_last:
@@ -686,17 +670,17 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, run: RunDir, resume_s
         run.write_config(config)
         if resume_state is not None:
             logger.info("resumed from %s after epoch %d", run.last, start_epoch)
-        _log_setup(cfg, config, train_rows, inner_rows, val_rows, len(train_set), device, procs, amp, workers)
+        _log_setup(cfg, config, train_rows, inner_rows, val_rows, len(data.train_set), device, procs, amp, data.workers)
 
     for epoch in range(start_epoch, cfg.epochs):
-        train_set.set_epoch(epoch)
-        train_sampler.set_epoch(epoch)
+        data.train_set.set_epoch(epoch)
+        data.train_sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        trained, train_time = train_one_epoch(net, train_loader, step, optimizer, scaler, procs, cfg.threshold,
+        trained, train_time = train_one_epoch(net, data.train_loader, step, optimizer, scaler, procs, cfg.threshold,
                                               progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         _stop_if_diverged(trained, model, epoch + 1, run, best)
-        inner, inner_time = evaluate_epoch(net, inner_loader, step, procs, cfg.threshold)
-        validated, val_time = evaluate_epoch(net, val_loader, step, procs, cfg.threshold)
+        inner, inner_time = evaluate_epoch(net, data.inner_loader, step, procs, cfg.threshold)
+        validated, val_time = evaluate_epoch(net, data.val_loader, step, procs, cfg.threshold)
 
         row = {
             "epoch": epoch + 1, "lr": lr,
@@ -730,6 +714,37 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, run: RunDir, resume_s
                 _save_checkpoint(run.last, **ckpt)
     distributed.barrier(procs)
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+class _Data:
+    """The three sets of a run (train augmented, inner and held-out as they are) and their loaders."""
+
+    def __init__(self, cfg: TrainConfig, train_rows, inner_rows, val_rows, procs: distributed.Processes,
+                 device: torch.device, local_batch: int):
+        cache = {"on": True, "off": False}.get(cfg.cache, "auto")
+        show = procs.main and progress_enabled(cfg.progress)
+
+        def dataset(rows, augment):
+            return MagnetogramDataset(rows, cfg.images, cfg.image_size, augment=augment, seed=cfg.seed, cache=cache,
+                                      as_uint8=True, progress=show, device=device)
+
+        self.train_set = dataset(train_rows, cfg.augment)
+        inner_set, val_set = dataset(inner_rows, "none"), dataset(val_rows, "none")
+        cached = self.train_set.cached
+        self.workers = cfg.workers if cfg.workers is not None else _default_workers(device, cached, procs.world)
+        # Workers are not persistent: each epoch's workers must see that epoch's augmentation
+        # choices (set_epoch on the dataset), and forking them again costs little.
+        loader_args = dict(num_workers=self.workers, pin_memory=device.type == "cuda")
+        self.train_sampler = DistributedSampler(self.train_set, num_replicas=procs.world, rank=procs.rank, shuffle=True,
+                                                seed=cfg.seed)
+        self.train_loader = DataLoader(self.train_set, batch_size=local_batch, sampler=self.train_sampler, **loader_args)
+
+        def eval_loader(ds):
+            # Every world-th instance per process, no padding, so each counts once.
+            return DataLoader(ds, batch_size=local_batch, sampler=list(range(procs.rank, len(ds), procs.world)),
+                              **loader_args)
+
+        self.inner_loader, self.val_loader = eval_loader(inner_set), eval_loader(val_set)
 
 
 def run_config(cfg: TrainConfig, weights: torch.Tensor, roles: pd.Series, labels: pd.DataFrame) -> dict:
@@ -814,10 +829,11 @@ def _same_file(src: Path, dst: Path) -> None:
 
 
 def _check_resumable(saved: dict, now: dict, path: Path) -> None:
+    # a setting an older checkpoint lacks counts as its default (None), as it was then
+    keys = (set(saved) | set(now)) - RESUMABLE_CHANGES - set(RUN_FACTS)
     diffs = [
         f"--{k.replace('_', '-')} {saved.get(k)!r} (now {now.get(k)!r})"
-        for k in sorted(set(saved) | set(now))
-        if k not in RESUMABLE_CHANGES and k not in RUN_FACTS and saved.get(k) != now.get(k)
+        for k in differing_keys({k: saved.get(k) for k in keys}, {k: now.get(k) for k in keys})
     ]
     if diffs:
         raise FlareLensError(

@@ -213,6 +213,10 @@ def image_path(root: Path, row, source: str = "predictions") -> Path:
 def load_images(root: Path, rows: pd.DataFrame, image_size: int | None) -> tuple[torch.Tensor, list[int]]:
     """(B, 1, S, S) uint8 images of ``rows`` resized as for training, and their file sizes (px)."""
     from flarelens.data import read_image, resize_image
+    from flarelens.pack import is_pack, read_images
+
+    if is_pack(root):
+        return read_images(root, rows["file"], image_size)
 
     images, sizes = [], []
     for _, row in rows.iterrows():
