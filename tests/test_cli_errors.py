@@ -154,3 +154,18 @@ def test_bad_invocation_gives_one_line_and_a_nonzero_exit(world, case, argv, fra
     assert fragment.lower() in last.lower(), f"{case}: {last!r} does not mention {fragment!r}"
     assert {k: _digest(world[k]) for k in ("run", "bad")} == before, f"{case} changed files on disk"
     assert not list(Path(world["root"]).rglob("*.part*")), f"{case} left a temporary file"
+
+
+def test_an_error_in_a_dataloader_worker_is_one_line(world, capsys, tmp_path):
+    # a missing image found by a worker process comes back wrapped in torch's traceback
+    labels = pd.read_csv(world["labels"])
+    i = int(labels.index[labels["fold"] == 1][2])
+    labels.loc[i, "file"] = "2011/nowhere/HMI.m2011.01.01_00.00.00.png"
+    path = tmp_path / "labels.csv"
+    labels.to_csv(path, index=False)
+    status = main(["-q", "predict", "--checkpoint", str(world["ckpt"]), "--labels", str(path),
+                   "--images", str(world["images"]), "--fold", "1", "--workers", "1",
+                   "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "nowhere" in err and labels.loc[i, "timestamp"] in err

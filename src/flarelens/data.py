@@ -361,9 +361,16 @@ class MagnetogramDataset(Dataset):
         path = self.root / self.files[row]
         if not path.is_file():
             raise FlareLensError(
-                f"{path}: image file not found (labels row {row + 2}, file {self.files[row]!r}; check --images)"
+                # the row's time, not its position: the dataset may hold a subset of the file's rows
+                f"{path}: image file not found (labels row of {self._time_of(row)}, file {self.files[row]!r}; "
+                "check --images)"
             )
         return load_image(path, self.image_size)
+
+    def _time_of(self, row: int) -> str:
+        if "timestamp" in self.labels.columns:
+            return str(self.labels["timestamp"].iloc[row])
+        return f"position {row}"
 
     def _device_cache_wanted(self, cache) -> bool:
         if cache is True or cache == "on":

@@ -71,6 +71,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line.
+
+    An error raised in a DataLoader worker comes back carrying the worker's whole
+    traceback in its message; the user needs only its last line, the original message.
+    """
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+        text = last[len(prefix):] if last.startswith(prefix) else last.split(": ", 1)[-1]
+    return " ".join(text.split("\n"))
+
+
 def _command_of(argv: list[str]) -> str | None:
     for arg in argv:
         if arg in COMMANDS:
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FlareLensError as exc:
-        print(f"flarelens {args.command}: error: {exc}", file=sys.stderr)
+        print(f"flarelens {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         previous = _ending(own_process, previous)
