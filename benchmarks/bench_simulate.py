@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flarelens import geometry
+from flarelens import geometry, images
 from flarelens import simulate as sim
 from flarelens.catalog import read_catalog
 
@@ -39,7 +39,7 @@ def time_single(sizes, repeat: int = 20) -> None:
             t0 = time.perf_counter()
             field = sim.render_field(t.value, eph.at(k), size, model, layouts)
             t1 = time.perf_counter()
-            sim.encode_jpeg(sim.to_pixels(field), np.isnan(field))
+            sim.encode_jpeg(images.byte_scale(field), np.isnan(field))
             encode += time.perf_counter() - t1
             render += t1 - t0
         print(f"{size:>5} px: render {1000 * render / repeat:6.1f} ms, JPEG {1000 * encode / repeat:6.1f} ms per image (one process)")

@@ -208,6 +208,16 @@ def test_visibility_is_decided_at_the_image_time_by_the_sign_of_mu():
     assert seen[0] and not seen[-1]
     # Monotone: once hidden, an earlier image cannot see it again.
     assert np.all(np.diff(seen.astype(int)) <= 0)
+    # High latitude near the limb in early June, when B0 changes fastest (~0.12 degree a
+    # day): the tilt of the image time, not of the flare start, decides.
+    image = pd.Timestamp("2013-06-06T00:00:00", tz="UTC")
+    start = image + pd.Timedelta(hours=24)
+    lon = np.arange(-80.0, -70.0, 0.005)
+    seen = geometry.visible(lon, 65.0, start, image)
+    lon_at_image, _ = geometry.position_at(lon, 65.0, start, image)
+    expected = geometry.mu(lon_at_image, 65.0, image) > 0
+    assert expected.any() and not expected.all()
+    assert np.array_equal(seen, expected)
 
 
 def test_visible_handles_missing_values():

@@ -14,7 +14,7 @@ from PIL import Image
 from flarelens.cli import main
 from flarelens.errors import FlareLensError
 from flarelens import geometry
-from flarelens.evaluate import read_predictions
+from flarelens.predictions import read_predictions
 from flarelens.locations import (
     LIMB_SPLIT_KEYS, cell_index, flare_instances, format_locations, location_analysis, recall_cells, recall_map,
     source_visible, write_locations,

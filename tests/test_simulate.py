@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flarelens import geometry
+from flarelens import geometry, images
 from flarelens import simulate as sim
 from flarelens.catalog import read_catalog
 from flarelens.cli import main
@@ -265,13 +265,16 @@ def test_a_512_image_takes_well_under_a_second():
     # CPU time of this process: other jobs sharing the cores do not count (~0.2 s here).
     start = time.process_time()
     field = sim.render_field(t.value, eph, 512, model)
-    sim.encode_jpeg(sim.to_pixels(field), np.isnan(field))
+    sim.encode_jpeg(images.byte_scale(field), np.isnan(field))
     assert time.process_time() - start < 1.0
 
 
-def test_to_pixels_scale():
-    field = np.array([[0.0, 250.0, -250.0, 1000.0, -1000.0, 125.0, np.nan]])
-    assert sim.to_pixels(field).tolist() == [[128, 255, 0, 255, 0, 191, 0]]
+def test_simulated_images_use_helioviewer_scale():
+    # clip(B) / 250 * 127.5 + 127.5, rounded half up; off-disk (NaN) 0. Simulated fields are float32.
+    field = np.array([[0.0, 250.0, -250.0, 1000.0, -1000.0, 125.0, np.nan]], dtype=np.float32)
+    assert images.byte_scale(field).tolist() == [[128, 255, 0, 255, 0, 191, 0]]
+    pixels, _ = sim.simulate_image("2011-02-14T12:00", 64, catalog=None)
+    assert pixels.dtype == np.uint8 and pixels[0, 0] == 0 and 100 < pixels[32, 32] < 156
 
 
 # ---------------------------------------------------------------------------- runs and the CLI
@@ -335,6 +338,11 @@ def test_other_settings_into_the_same_directory_are_refused(tmp_path, capsys):
     rc = main(["simulate", "--start", "2011-06-07", "--end", "2011-06-07", "--out", str(tmp_path), "--size", "32", "--seed", "5", "--quiet"])
     assert rc == 1
     assert "seed" in capsys.readouterr().err
+    # A damaged record refuses too (one line), and is left as it was.
+    (tmp_path / "simulate.json").write_text("{not json")
+    with pytest.raises(FlareLensError, match="simulate.json: damaged settings"):
+        sim.simulate("2011-06-07T00:00", "2011-06-07T00:00", "1h", 32, tmp_path, seed=0, progress=False)
+    assert (tmp_path / "simulate.json").read_text() == "{not json"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,5 +1,6 @@
 """Scoring prediction files: the skill of the model and of the catalog's baselines, with
-intervals, per file and over files.
+intervals, per file and over files (where on the disk the flares that were missed lie is
+:mod:`flarelens.locations`).
 
 Prediction files are read by :mod:`flarelens.predictions` (ours and the original study's
 formats). :func:`evaluate_files` scores them: TP/FP/TN/FN, TSS and HSS at the threshold
@@ -25,10 +26,8 @@ import pandas as pd
 from flarelens import bootstrap, metrics
 from flarelens.errors import FlareLensError
 from flarelens.metrics import check_threshold
-from flarelens.predictions import (  # noqa: F401 - FLARELENS, STUDY_CLASS, detect_format: names kept for importers
-    CALIBRATED, FLARELENS, HELD_OUT, INNER, INNER_NAME, STUDY, STUDY_CLASS, as_frames, detect_format,
-    read_predictions,
-)
+from flarelens.predictions import CALIBRATED, HELD_OUT, INNER, INNER_NAME, as_frames
+from flarelens.predictions import read_predictions  # noqa: F401 - until report reads through flarelens.predictions
 
 logger = logging.getLogger(__name__)
 
@@ -552,3 +551,4 @@ def format_skill(result: dict) -> str:
     for note in result.get("warnings", []):
         lines.append(f"warning: {note}")
     return "\n".join(lines)
+

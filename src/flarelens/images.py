@@ -66,15 +66,25 @@ def is_fits(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(_FITS_EXTENSIONS)
 
 
-def load(path: str | os.PathLike) -> np.ndarray:
+def load(path: str | os.PathLike, *, reduce: int = 0, allow_any_fits: bool = False) -> np.ndarray:
     """The 8-bit grayscale magnetogram (H, W) uint8 of an image file.
 
     - ``.jpg`` / ``.png`` / ``.jp2`` (Helioviewer's 8-bit JPEG 2000): the pixels as stored,
       row 0 at the top (solar north up for Helioviewer files).
     - ``.fits``: an HMI line-of-sight magnetogram in gauss, turned into Helioviewer's 8-bit
       scaling by :func:`byte_scale` (clip to +-250 G, 0 G -> 128, NaN/off-disk -> 0) and
-      rotated so that solar north is up and row 0 is the top (:func:`north_up`).
+      rotated so that solar north is up and row 0 is the top (:func:`north_up`). A FITS
+      whose header says it is something else (``BUNIT`` not gauss, ``CONTENT`` not a
+      magnetogram: a continuum image, say) is refused unless ``allow_any_fits``.
 
+    ``reduce`` (JPEG 2000 only; other formats ignore it): discard that many of the finest
+    wavelet resolution levels while decoding (OpenJPEG's resolution reduction; each halves
+    the side, see :func:`jp2_reduction`), at a fraction of the cost of a full decode. The
+    image is then the codestream's low-pass subband: sample n sits at full-resolution pixel
+    ``2**reduce * n`` (not at the centre of a block), and off-disk pixels near the limb may
+    ring (:func:`zero_off_disk` puts them back to 0).
+
+    A full-disk FITS or JPEG 2000 image that is not square is refused (it would be squashed).
     A missing file raises ``FileNotFoundError``; an unreadable one ``FlareLensError``.
     """
     path = Path(path)
@@ -83,6 +93,9 @@ def load(path: str | os.PathLike) -> np.ndarray:
     name = path.name.lower()
     if name.endswith(_FITS_EXTENSIONS):
         data, header = _read_fits(path)
+        if not allow_any_fits:
+            check_magnetogram_header(header, path)
+        _check_square(data.shape, path)
         return byte_scale(north_up(data, header))
     if not name.endswith(_PIL_EXTENSIONS):
         raise FlareLensError(f"{path}: unknown image format (expected .jpg, .png, .jp2 or .fits)")
@@ -96,6 +109,10 @@ def load(path: str | os.PathLike) -> np.ndarray:
                     f"{path}: {im.mode} image; expected 8-bit grayscale as Helioviewer serves it "
                     "(convert the source FITS instead)"
                 )
+            if im.format == "JPEG2000":
+                _check_square((im.size[1], im.size[0]), path)
+                if reduce:
+                    im.reduce = int(reduce)
             im.load()
             return np.asarray(im.convert("L"))
     except FlareLensError:
@@ -104,17 +121,115 @@ def load(path: str | os.PathLike) -> np.ndarray:
         raise FlareLensError(f"{path}: cannot decode image ({exc}); the file is corrupt or truncated") from None
 
 
-def byte_scale(gauss, limit: float = CLIP_GAUSS) -> np.ndarray:
-    """Helioviewer's 8-bit scaling of a magnetogram in gauss.
+def jp2_reduction(path: str | os.PathLike, min_size: int) -> tuple[int, int]:
+    """(levels, full side in px): how many resolution levels of a JPEG 2000 file can be
+    discarded while its decoded side stays >= ``min_size`` px (at most as many as the
+    codestream has), read from the codestream header without decoding."""
+    import glymur
 
-    Clips to [-limit, +limit] G and maps linearly to 0..255 (``-limit`` -> 0, 0 G -> 127.5,
-    which rounds to 128, ``+limit`` -> 255); NaN (off-disk) -> 0.
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # glymur warns on truncated files; decoding then says so in one line
+            codestream = glymur.Jp2k(str(path)).get_codestream(header_only=True)
+    except Exception as exc:  # noqa: BLE001 - glymur raises several types on bad files
+        raise FlareLensError(f"{path}: cannot parse the JPEG 2000 codestream ({exc}); the file is corrupt") from None
+    levels = min((int(seg.num_res) for seg in codestream.segment if seg.marker_id == "COD"), default=0)
+    siz = next((seg for seg in codestream.segment if seg.marker_id == "SIZ"), None)
+    if siz is None:
+        raise FlareLensError(f"{path}: JPEG 2000 codestream without a SIZ marker; the file is corrupt")
+    side = int(siz.xsiz) - int(siz.xosiz)
+    k = 0
+    # OpenJPEG rounds a reduced side up: ceil(side / 2**k).
+    while k < levels and -(-side // 2 ** (k + 1)) >= min_size:
+        k += 1
+    return k, side
+
+
+def _check_square(shape, path) -> None:
+    if shape[0] != shape[1]:
+        raise FlareLensError(
+            f"{path}: {shape[1]}x{shape[0]} px image; a full-disk magnetogram is square and flarelens does not "
+            "squash it (crop or pad it to a square first)"
+        )
+
+
+#: BUNIT values of a field in gauss (HMI writes "Gauss"; 1 Mx/cm² = 1 G).
+GAUSS_UNITS = ("g", "gauss", "mx/cm^2", "mx/cm2", "mx cm-2", "mx/cm**2")
+
+
+def check_magnetogram_header(header, path="FITS file") -> None:
+    """Refuse a FITS header that says it is not a line-of-sight magnetogram in gauss.
+
+    ``BUNIT`` (when present) must be gauss, and ``CONTENT`` (when present) must name a
+    magnetogram, as HMI's line-of-sight files do (``CONTENT = 'MAGNETOGRAM'``,
+    ``BUNIT = 'Gauss'``). A header with neither key is taken at its word as gauss.
     """
-    g = np.asarray(gauss, dtype=np.float32)
-    scaled = (np.clip(g, -limit, limit) + limit) * np.float32(255.0 / (2 * limit))
-    out = np.rint(scaled)
-    out[~np.isfinite(g)] = 0  # clip keeps NaN; +-inf are clipped above but count as invalid pixels
-    return out.astype(np.uint8)
+    unit = str(header.get("BUNIT", "") or "").strip()
+    content = str(header.get("CONTENT", "") or "").strip()
+    what = ""
+    if unit and unit.lower() not in GAUSS_UNITS:
+        what = f"BUNIT = {unit!r}"
+    elif content and "MAGNETOGRAM" not in content.upper():
+        what = f"CONTENT = {content!r}"
+    if what:
+        raise FlareLensError(
+            f"{path}: its header says {what}: not a line-of-sight magnetogram in gauss, so the +-250 G scale "
+            "does not apply (convert --force-fits to convert it anyway)"
+        )
+
+
+def byte_scale(gauss, limit: float = CLIP_GAUSS) -> np.ndarray:
+    """Helioviewer's 8-bit scaling of a magnetogram in gauss: the one definition in flarelens.
+
+    Clips to [-limit, +limit] G and maps linearly, ``clip(B) / limit * 127.5 + 127.5``
+    (``-limit`` -> 0, 0 G -> 127.5, ``+limit`` -> 255), rounded half up; NaN and +-inf
+    (off-disk or invalid pixels) -> 0. Computed in the input's float precision (float32
+    for FITS data and simulated fields). Returns uint8 of the input's shape.
+    """
+    g = np.asarray(gauss)
+    if not np.issubdtype(g.dtype, np.floating):
+        g = g.astype(np.float32)
+    finite = np.isfinite(g)
+    scaled = np.clip(np.where(finite, g, 0), -limit, limit) / limit * 127.5 + 127.5
+    return np.where(finite, np.floor(scaled + 0.5), 0).astype(np.uint8)
+
+
+def disk_geometry(header, size: int) -> tuple[float, float, float] | None:
+    """(cx, cy, radius) in px of the solar disk on a ``size``×``size`` north-up image (row 0
+    at the top, pixel centres at integer coordinates) described by a FITS or Helioviewer
+    JP2 header; None when the header lacks any of NAXIS1/2, CRPIX1/2, CDELT1/2, RSUN_OBS.
+
+    The header describes the full-resolution image (FITS convention: 1-based pixels, row 1
+    at the bottom); the disk centre is the pixel of (0", 0") and the radius RSUN_OBS
+    (arcsec) over CDELT1 (arcsec per pixel), both scaled to ``size``.
+    """
+    try:
+        n1, n2 = float(header["NAXIS1"]), float(header["NAXIS2"])
+        x0 = float(header["CRPIX1"]) - 1 - float(header.get("CRVAL1", 0.0) or 0.0) / float(header["CDELT1"])
+        y0 = float(header["CRPIX2"]) - 1 - float(header.get("CRVAL2", 0.0) or 0.0) / float(header["CDELT2"])
+        radius = float(header["RSUN_OBS"]) / abs(float(header["CDELT1"]))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    fx, fy = n1 / size, n2 / size
+    y0 = (n2 - 1) - y0  # rows counted from the top
+    return (x0 + 0.5) / fx - 0.5, (y0 + 0.5) / fy - 0.5, radius / fx
+
+
+def zero_off_disk(pixels: np.ndarray, disk: tuple[float, float, float]) -> np.ndarray:
+    """``pixels`` (N, N) with every pixel that lies wholly outside the disk set to exactly 0.
+
+    A pixel is the unit square around its centre; it is off the disk when the square's
+    nearest point to the disk centre is farther than the radius. Pixels the limb crosses
+    keep their value (their area average holds some disk). Returns a new array.
+    """
+    cx, cy, radius = disk
+    h, w = pixels.shape
+    dx = np.maximum(np.abs(np.arange(w) - cx) - 0.5, 0.0)
+    dy = np.maximum(np.abs(np.arange(h) - cy) - 0.5, 0.0)
+    outside = dy[:, None] ** 2 + dx[None, :] ** 2 > radius**2
+    return np.where(outside, 0, pixels).astype(pixels.dtype)
 
 
 def north_up(data, header=None, max_residual_deg: float = 0.1) -> np.ndarray:

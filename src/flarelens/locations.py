@@ -30,8 +30,9 @@ import pandas as pd
 
 from flarelens import geometry, metrics
 from flarelens.errors import FlareLensError
-from flarelens.evaluate import STUDY, check_threshold, read_predictions
-from flarelens.fileio import atomic_path, write_csv, write_text
+from flarelens.fileio import atomic_path, ensure_dir, write_csv, write_text
+from flarelens.metrics import check_threshold
+from flarelens.predictions import STUDY, as_frames
 
 logger = logging.getLogger(__name__)
 
@@ -54,24 +55,13 @@ LIMB_SPLIT_KEYS = (
     "limb_east_visible", "limb_east_hidden", "limb_west_visible", "limb_west_hidden",
 )
 
-# Flare-start columns: ours (labels.csv, carried into predictions.csv), the study's per-class files.
-_START_COLUMNS = ("fl_start", "flare_start")
-
-
-def as_frames(predictions) -> list[pd.DataFrame]:
-    """A list of normalised prediction tables from a table, a path, or a sequence of either."""
-    if isinstance(predictions, (pd.DataFrame, str, os.PathLike)):
-        predictions = [predictions]
-    return [item if isinstance(item, pd.DataFrame) else read_predictions(item) for item in predictions]
-
 
 def _start_times(frame: pd.DataFrame) -> pd.Series:
-    """UTC flare start times of a table (NaT where unknown, e.g. ``unk`` or empty)."""
-    for col in _START_COLUMNS:
-        if col in frame:
-            text = frame[col].astype(str).str.strip()
-            return pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
-    return pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    """UTC flare start times of a normalised table (``fl_start``: ours, or the study's
+    ``flare_start``); NaT where unknown."""
+    if "fl_start" not in frame:
+        return pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    return pd.to_datetime(frame["fl_start"].astype(str).str.strip(), errors="coerce", utc=True, format="mixed")
 
 
 def flare_instances(predictions, classes: Sequence[str] = LOCATION_CLASSES) -> pd.DataFrame:
@@ -222,6 +212,14 @@ def format_locations(result: dict, limb: float = LIMB_LONGITUDE) -> str:
     return "\n".join(lines)
 
 
+def check_cell(cell: float) -> float:
+    """A recall-map cell size in degrees: finite, positive and at most 90°."""
+    cell = float(cell)
+    if not (np.isfinite(cell) and 0 < cell <= 90):
+        raise FlareLensError(f"recall-map cell must be between 0 and 90 degrees, got {cell:g}")
+    return cell
+
+
 def cell_index(degrees, cell: float = CELL_DEG) -> np.ndarray:
     """Grid cell of each angle: cell k covers [k·cell, (k+1)·cell] degrees.
 
@@ -358,9 +356,10 @@ def write_locations(
     together), ``recall_map_X.png``, ``recall_map_M.png``.
     """
     threshold = check_threshold(threshold)
+    cell = check_cell(cell)
     frames = as_frames(predictions)
-    out_dir = Path(out_dir)
     result = location_analysis(frames, threshold)
+    out_dir = ensure_dir(out_dir)
     cells = []
     for classes, name, png in RECALL_MAPS:
         table = recall_cells(frames, threshold, classes, cell)

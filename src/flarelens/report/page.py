@@ -20,6 +20,8 @@ import pandas as pd
 from flarelens import __version__, evaluate, locations
 from flarelens.errors import FlareLensError
 from flarelens.fileio import write_text
+from flarelens.metrics import check_threshold
+from flarelens.predictions import STUDY
 from flarelens.report import figures
 from flarelens.report.collect import Problem, RunContents, collect
 from flarelens.report.explanations import explanations_section
@@ -92,7 +94,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FlareLensError(f"{run_dir}: no such run directory")
-    threshold = evaluate.check_threshold(threshold)
+    threshold = check_threshold(threshold)
     out = Path(out) if out is not None else run_dir / "report.html"
     contents = collect(run_dir)
     if contents.empty:
@@ -123,7 +125,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         owners = {pf.run.name for pf in scored if pf.run is not None}
         sel_text = selection_sentence([(name, s) for name, s in selections if name in owners])
         skill = skill_section(view, threshold, sel_text, hist, len(pooled), synthetic)
-        frames = [pf.frame for pf in scored if pf.frame.attrs.get("format") != evaluate.STUDY]
+        frames = [pf.frame for pf in scored if pf.frame.attrs.get("format") != STUDY]
     else:
         skill = p("No predictions*.csv to score in this directory.")
         frames = []

@@ -35,14 +35,14 @@ from flarelens.simulate.evolution import Layout, RegionState, complexity, region
 from flarelens.simulate.regions import (
     RegionModel, build_regions, catalog_regions, flare_grade, leading_polarity, make_model, quiet_regions,
 )
-from flarelens.simulate.rendering import CLIP_GAUSS, JPEG_QUALITY, add_kernels, encode_jpeg, render_field, to_pixels
+from flarelens.simulate.rendering import JPEG_QUALITY, add_kernels, encode_jpeg, render_field
 from flarelens.simulate.run import (
     REGION_COLUMNS, SIMULATOR_VERSION, SimulationSummary, ground_truth, simulate, simulate_image,
 )
 
 __all__ = [
-    "CLIP_GAUSS", "JPEG_QUALITY", "Layout", "REGION_COLUMNS", "RegionModel", "RegionState", "SIMULATOR_VERSION",
+    "JPEG_QUALITY", "Layout", "REGION_COLUMNS", "RegionModel", "RegionState", "SIMULATOR_VERSION",
     "SimulationSummary", "add_kernels", "build_regions", "catalog_regions", "complexity", "encode_jpeg",
     "flare_grade", "ground_truth", "leading_polarity", "make_model", "quiet_regions", "region_layout",
-    "region_states", "render_field", "simulate", "simulate_image", "to_pixels",
+    "region_states", "render_field", "simulate", "simulate_image",
 ]

@@ -1,6 +1,6 @@
 """Drawing a simulated magnetogram: the regions' kernels, ephemeral regions, network and
-noise as a line-of-sight field in gauss, then Helioviewer's 8-bit scaling and a JPEG whose
-off-disk pixels decode to exactly 0.
+noise as a line-of-sight field in gauss, and a JPEG whose off-disk pixels decode to exactly
+0 (the 8-bit scaling between them is Helioviewer's, :func:`flarelens.images.byte_scale`).
 
 The field is radial, so the line of sight sees it times mu, foreshortened towards the limb.
 """
@@ -15,8 +15,6 @@ from flarelens import geometry
 from flarelens.simulate.evolution import region_states
 from flarelens.simulate.regions import RegionModel
 
-#: Field strength at which the 8-bit scale saturates, gauss.
-CLIP_GAUSS = 250.0
 #: JPEG quality of written images. 100 keeps the rounding error at 1-2 grey levels, which
 #: the off-disk repair (see :func:`encode_jpeg`) can then bring to exactly 0.
 JPEG_QUALITY = 100
@@ -109,11 +107,6 @@ def render_field(t_ns: int, eph: geometry.Ephemeris, size: int, model: RegionMod
     los += gaussian_filter(net, 0.5) + texture * np.sqrt(mu) + rng.normal(0.0, 2.0, (size, size))
     return np.where(on, los, np.nan).astype(np.float32)
 
-
-def to_pixels(field_gauss: np.ndarray) -> np.ndarray:
-    """8-bit image of a field in gauss: 0 G = 128, +-250 G and beyond = 255 / 0, NaN (off-disk) = 0."""
-    scaled = np.clip(np.nan_to_num(field_gauss, nan=0.0), -CLIP_GAUSS, CLIP_GAUSS) / CLIP_GAUSS * 127.5 + 127.5
-    return np.where(np.isnan(field_gauss), 0, np.floor(scaled + 0.5)).astype(np.uint8)
 
 # --------------------------------------------------------------------------------------
 # JPEG with an exactly black background

@@ -5,7 +5,6 @@ regions.csv, resuming and refusing to mix settings.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -16,15 +15,16 @@ import numpy as np
 import pandas as pd
 
 from flarelens import geometry
-from flarelens.catalog import bundled_catalog_path, flux_to_class, read_catalog
+from flarelens.catalog import bundled_catalog_path, check_covers, flux_to_class, read_catalog
 from flarelens.errors import FlareLensError
-from flarelens.fileio import atomic_path, write_csv, write_text
-from flarelens.images import image_relpath
+from flarelens.fileio import atomic_path, write_csv
+from flarelens.images import byte_scale, image_relpath
 from flarelens.labels import TIME_FORMAT, parse_duration, sample_times
 from flarelens.progress import bar as progress_bar
+from flarelens.settings import check_same_settings
 from flarelens.simulate.evolution import region_states
 from flarelens.simulate.regions import RegionModel, build_regions
-from flarelens.simulate.rendering import JPEG_QUALITY, encode_jpeg, render_field, to_pixels
+from flarelens.simulate.rendering import JPEG_QUALITY, encode_jpeg, render_field
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def simulate_image(time, size: int = 512, seed: int = 0, catalog=None, model: Re
         model = build_regions(cat, t, t, seed)
     eph = geometry.ephemeris(t)
     field_g = render_field(int(t.value), eph, size, model)
-    return to_pixels(field_g), ground_truth(model, pd.DatetimeIndex([t]), size, eph=geometry.ephemeris(pd.DatetimeIndex([t])))
+    return byte_scale(field_g), ground_truth(model, pd.DatetimeIndex([t]), size, eph=geometry.ephemeris(pd.DatetimeIndex([t])))
 
 
 # Worker state (set once per process by the pool initializer).
@@ -95,7 +95,7 @@ def _render_one(task) -> str:
     w = _WORKER
     eph = geometry.Ephemeris(*eph_tuple)
     field_g = render_field(t_ns, eph, w["size"], w["model"], w["layouts"])
-    pixels = to_pixels(field_g)
+    pixels = byte_scale(field_g)
     rng = np.random.default_rng([w["model"].seed, 19, int(t_ns // 10**9)])
     data = encode_jpeg(pixels, np.isnan(field_g), rng, w["quality"])
     path = w["out"] / rel
@@ -132,22 +132,6 @@ def _catalog_digest(catalog) -> str:
         raise FlareLensError(f"{path}: no such catalog file") from None
 
 
-def _check_settings(out: Path, settings: dict) -> None:
-    """Refuse to mix images of other settings into ``out``; remember this run's."""
-    path = out / "simulate.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise FlareLensError(f"{path}: unreadable; delete it (and the images) or use another --out") from None
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        if diff:
-            what = ", ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise FlareLensError(f"{out} holds images simulated with other settings ({what}); use another --out or the same settings")
-    else:
-        write_text(json.dumps(settings, indent=1) + "\n", path)
-
-
 def simulate(start, end, cadence="1h", size: int = 512, out="simulated", seed: int = 0, catalog=None,
              workers: int | None = None, progress: bool = True) -> SimulationSummary:
     """Simulate full-disk magnetograms every ``cadence`` from ``start`` to ``end`` (UTC, inclusive).
@@ -173,8 +157,11 @@ def simulate(start, end, cadence="1h", size: int = 512, out="simulated", seed: i
         raise FlareLensError(f"--out {out}: exists and is not a directory")
     digest = _catalog_digest(catalog)
     cat = read_catalog(catalog)
+    check_covers(cat, times[0], times[-1])
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, {"simulator_version": SIMULATOR_VERSION, "seed": int(seed), "size": int(size), "catalog_sha256": digest})
+    settings = {"simulator_version": SIMULATOR_VERSION, "seed": int(seed), "size": int(size), "catalog_sha256": digest}
+    check_same_settings(out / "simulate.json", settings, what="images simulated",
+                        hint="use another --out or the same settings (or delete the images and simulate.json)")
 
     model = build_regions(cat, times[0], times[-1], int(seed))
     eph = geometry.ephemeris(times)
