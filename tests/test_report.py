@@ -12,6 +12,7 @@ from flarelens.cli import main
 from flarelens.labels import make_labels
 from flarelens.predictions import write_predictions
 from flarelens.report import figures
+from flarelens.report.collect import diverged, stopped_early
 from flarelens.report.explanations import explanation_block
 from flarelens.report.limb import locations_section
 from flarelens.report.skill import main_table, skill_view, verdict
@@ -35,12 +36,12 @@ def make_run_dir(root: Path, folds=(1, 2), select: str | None = None) -> Path:
         epochs = np.arange(1, 4)
         history = {"epoch": epochs, "train_loss": 0.7 / epochs, "val_loss": 0.8 / epochs,
                    "val_tss": [0.1, 0.2, 0.6], "val_hss": 0.1 * epochs, "lr": 0.01 / epochs, "time_s": 1.0}
-        config = {"model": "alexnet", "fold": k, "image_size": 64}
+        config = {"model": "alexnet", "fold": k, "image_size": 64, "epochs": 3}
         if select == "inner":
             # The held-out fold peaks at epoch 3, the inner block at epoch 2: selection must follow the inner block.
             history.update({"inner_loss": 0.75 / epochs, "inner_tss": [0.3, 0.5, 0.4], "inner_hss": [0.2, 0.3, 0.25]})
         if select:
-            config["select"] = select
+            config["select"] = {"inner": "best"}.get(select, select)
         pd.DataFrame(history).to_csv(run / "history.csv", index=False)
         (run / "config.json").write_text(json.dumps(config))
         val = labels[labels["fold"] == k].copy()
@@ -209,6 +210,18 @@ def test_warnings_head_the_page_and_bad_rows_are_left_out_of_every_score(problem
     assert "fold3/predictions.csv</th>" not in skill
 
 
+def test_diverged_and_stopped_runs_are_told_apart_from_runs_without_an_inner_block():
+    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.6], "val_loss": [0.8, 0.7],
+                            "inner_loss": [np.nan, np.nan]})  # --inner 0: never computed, not diverged
+    assert diverged(history, {}) is None
+    assert stopped_early(history, {"epochs": 2}) is None
+    assert "ends at epoch 2 of 5" in stopped_early(history, {"epochs": 5})
+    log = "2026-01-01 epoch 3: training diverged (loss nan, weights not finite); stopped without saving it\n"
+    assert "training diverged" in diverged(history, {}, log)
+    assert "inner_loss is not finite from epoch 2" in diverged(history.assign(inner_loss=[0.5, np.nan]), {})
+    assert "from epoch 1" in diverged(history.assign(train_loss=[np.inf, 0.6]), {})
+
+
 def test_no_checkpoint_is_loaded_for_the_configuration(tmp_path, monkeypatch):
     run = make_run_dir(tmp_path, folds=(1,))
     (run / "fold1" / "config.json").unlink()
@@ -230,8 +243,9 @@ def test_no_checkpoint_is_loaded_for_the_configuration(tmp_path, monkeypatch):
 
 def test_selection_follows_the_inner_block_never_the_held_out_fold(inner_run):
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_tss": [0.1, 0.2, 0.6], "inner_tss": [0.3, 0.5, 0.4]})
-    sel = selection(history, {"select": "inner"})
+    sel = selection(history, {"select": "best", "inner": 0.1, "window": "24h"})
     assert sel["epoch"] == 2 and "epoch 2 of 3" in sel["text"] and "inner validation block" in sel["text"]
+    assert "the last 10% of each training quarter" in sel["text"]
     assert selection(history, {"select": "last"})["epoch"] == 3
     assert selection(history.drop(columns="inner_tss"), {})["select"] is None
 

@@ -37,6 +37,7 @@ PROBLEM_TITLES = {
     "training-rows": "Predictions on training rows",
     "non-finite": "Non-finite probabilities",
     "diverged": "Training diverged",
+    "stopped": "Training stopped early",
     "unreadable": "Unreadable file",
     "selection": "Model chosen on the scored fold",
     "verification": "Verification",

@@ -29,27 +29,42 @@ CURVES = {
 HIDDEN_SETTINGS = ("progress", "resume")
 
 
+def _inner_block(config: Mapping) -> str:
+    """The inner block's settings from config.json, in words (empty when not recorded)."""
+    parts = []
+    inner = config.get("inner")
+    if isinstance(inner, (int, float)) and inner > 0:
+        parts.append(f"the last {inner:.0%} of each training quarter")
+    window = config.get("window")
+    if window:
+        parts.append(f"its edges purged by the label window ({esc(window)})")
+    return ", ".join(parts)
+
+
 def selection(history: pd.DataFrame, config: Mapping) -> dict:
     """How a run's scored model was chosen: ``{"select", "epoch", "epochs", "text"}``.
 
-    ``select`` is ``inner``, ``last`` or ``None`` (not recorded); ``epoch`` the epoch the
-    selected checkpoint holds (the first epoch with the highest ``inner_tss`` for ``inner``,
-    the last one for ``last``); ``text`` one sentence for the page (HTML).
+    ``select`` is ``inner`` (config.json's ``select`` ``best``: the first epoch with the
+    highest ``inner_tss``), ``last`` or ``None`` (not recorded: no ``select`` and no inner
+    column in history.csv); ``epoch`` the epoch the selected checkpoint holds; ``text`` one
+    sentence for the page (HTML).
     """
     epochs = history["epoch"].to_numpy() if "epoch" in history else np.arange(1, len(history) + 1)
     n = int(epochs[-1]) if len(epochs) else 0
-    select = config.get("select")
-    if select is None and "inner_tss" in history and history["inner_tss"].notna().any():
+    select = {"best": "inner", "inner": "inner", "last": "last"}.get(str(config.get("select")), None)
+    inner_tss = pd.to_numeric(history["inner_tss"], errors="coerce") if "inner_tss" in history else None
+    has_inner = inner_tss is not None and inner_tss.notna().any()
+    if select is None and has_inner:
         select = "inner"
-    inner = {k: v for k, v in config.items() if k.startswith("inner") and v is not None}
-    block = ", ".join(f"{esc(k)} {esc(v)}" for k, v in inner.items())
-    if select == "inner" and "inner_tss" in history and history["inner_tss"].notna().any():
-        epoch = int(epochs[int(np.nanargmax(history["inner_tss"].to_numpy(float)))])
-        text = (f"best.pt is epoch {epoch} of {n}: the highest TSS on the <em>inner validation block</em> carved from the "
-                f"training quarters{' (' + block + ')' if block else ''}; the held-out fold was never used to choose.")
+    block = _inner_block(config)
+    if select == "inner" and has_inner:
+        epoch = int(epochs[int(np.nanargmax(inner_tss.to_numpy(float)))])
+        text = (f"best.pt is epoch {epoch} of {n}: the highest TSS on the <em>inner validation block</em> carved from "
+                f"the training quarters{' (' + block + ')' if block else ''}; the held-out fold was never used to "
+                "choose.")
     elif select == "inner":
         epoch = None
-        text = "selected on an inner validation block (its history has no inner_tss column to show which epoch)."
+        text = "selected on an inner validation block (its history has no inner TSS to show which epoch)."
     elif select == "last":
         epoch = n or None
         text = f"the last epoch ({n}) is scored (<code>--select last</code>, the study's choice); nothing was chosen."
