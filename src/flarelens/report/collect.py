@@ -141,18 +141,42 @@ def read_config(path: Path) -> dict:
         return {}
 
 
-def diverged(history: pd.DataFrame, config: dict) -> str | None:
-    """Why a training run counts as diverged (a non-finite loss, or its config says so), else None."""
-    status = str(config.get("status", "")).lower()
-    if status == "diverged":
+def diverged(history: pd.DataFrame, config: dict, log: str = "") -> str | None:
+    """Why a training run counts as diverged, else None.
+
+    A non-finite training or held-out loss in history.csv (runs before ``train`` stopped on
+    divergence wrote such rows; an inner loss counts only where the run has an inner block),
+    ``"status": "diverged"`` in config.json, or a "training diverged" line in train.log.
+    """
+    if str(config.get("status", "")).lower() == "diverged":
         return "its config.json records that training diverged"
     for col in LOSS_COLUMNS:
-        if col in history:
-            values = pd.to_numeric(history[col], errors="coerce").to_numpy(float)
-            bad = ~np.isfinite(values)
-            if bad.any():
-                epoch = history["epoch"].iloc[int(np.flatnonzero(bad)[0])] if "epoch" in history else int(np.flatnonzero(bad)[0]) + 1
-                return f"{col} is not finite from epoch {epoch}"
+        if col not in history:
+            continue
+        values = pd.to_numeric(history[col], errors="coerce").to_numpy(float)
+        if col == "inner_loss" and not np.isfinite(values).any():
+            continue  # no inner block (--inner 0): never computed
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            epoch = history["epoch"].iloc[i] if "epoch" in history else i + 1
+            return f"{col} is not finite from epoch {epoch}"
+    if "training diverged" in log:
+        line = next(ln for ln in log.splitlines() if "training diverged" in ln)
+        return f"train.log: {line.strip()[:160]}"
+    return None
+
+
+def stopped_early(history: pd.DataFrame, config: dict) -> str | None:
+    """Why a run's history ends before the epochs its config.json asked for, else None."""
+    try:
+        wanted = int(config.get("epochs"))
+    except (TypeError, ValueError):
+        return None
+    done = int(history["epoch"].max()) if "epoch" in history and len(history) else len(history)
+    if done < wanted:
+        return (f"history.csv ends at epoch {done} of {wanted}: the run stopped (interrupted, diverged, or still "
+                "running; see its train.log) and its checkpoints are those of the epochs it finished")
     return None
 
 
@@ -233,10 +257,19 @@ def collect(root: str | os.PathLike) -> RunContents:
         pred_paths += [path / f for f in files if f.startswith("predictions") and f.endswith(".csv")]
 
     for run in runs:
-        why = diverged(run.history, run.config)
+        log = run.path / rundir.LOG
+        try:
+            text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+        except OSError:
+            text = ""
+        why = diverged(run.history, run.config, text)
         if why:
             problems.append(Problem("diverged", run.name, f"training diverged ({why}): its checkpoints and anything "
                                     "predicted with them are not a trained model"))
+            continue
+        why = stopped_early(run.history, run.config)
+        if why:
+            problems.append(Problem("stopped", run.name, why))
 
     predictions = []
     for path in pred_paths:
