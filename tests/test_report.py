@@ -248,6 +248,7 @@ def test_selection_follows_the_inner_block_never_the_held_out_fold(inner_run):
     assert "the last 10% of each training quarter" in sel["text"]
     assert selection(history, {"select": "last"})["epoch"] == 3
     assert selection(history.drop(columns="inner_tss"), {})["select"] is None
+    assert selection(history.drop(columns="inner_tss"), {"select": "best"})["select"] == "inner"
 
     page = (inner_run / "report.html").read_text()
     assert 'id="warnings"' not in page
