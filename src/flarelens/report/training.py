@@ -37,7 +37,7 @@ def _inner_block(config: Mapping) -> str:
         parts.append(f"the last {inner:.0%} of each training quarter")
     window = config.get("window")
     if window:
-        parts.append(f"its edges purged by the label window ({esc(window)})")
+        parts.append(f"its edges purged by the {esc(window)} label window")
     return ", ".join(parts)
 
 
