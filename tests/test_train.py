@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -199,7 +198,21 @@ def test_amp_resolution():
     assert resolve_amp("off", cpu) == "off"
     assert resolve_amp("bf16", cpu) == "bf16"
     assert resolve_amp("auto", cpu) == ("bf16" if cpu_has_bf16() else "off")
-    assert not math.isnan(float(cpu_has_bf16()))
+
+
+
+@pytest.mark.parametrize("caps, expected", [({"avx512_bf16": True}, True), ({"amx_bf16": 1}, True),
+                                            ({"avx512_bf16": False, "avx2": True}, False), ({}, False), (None, False)])
+def test_cpu_has_bf16_reads_the_cpu_capabilities(monkeypatch, caps, expected):
+    from flarelens.train import cpu_has_bf16
+
+    def capabilities():
+        if caps is None:
+            raise RuntimeError("no capability query on this platform")
+        return caps
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", capabilities)
+    assert cpu_has_bf16() is expected
 
 
 def test_bf16_and_fp32_training_agree_roughly(toy_dataset, tmp_path):
