@@ -122,7 +122,7 @@ def test_roc_curve_ends_and_thinning(strict):
     small = metrics.roc_curve([1, 0, 0], [0.0, 0.4, 0.4])
     assert small["threshold"] == [0.0, 0.4, None]
     one_class = metrics.roc_curve([0, 0], [0.2, 0.7])
-    assert one_class["pod"] == [0.0, 0.0, 0.0] and one_class["pofd"] == [1.0, 0.5, 0.0]
+    assert one_class["pod"] == [0.0] * 4 and one_class["pofd"] == [1.0, 1.0, 0.5, 0.0]
     assert metrics.roc_curve([1, 1], [0.2, 0.7])["pofd"] == [0.0, 0.0, 0.0, 0.0]
 
 
