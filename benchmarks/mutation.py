@@ -116,6 +116,31 @@ def readable(text: str) -> str:
     return "\n".join(ln for ln in lines if ln.strip() and not ln.lstrip()[:1] in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
 
 
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+from mutmut.utils.file_utils import walk_mutatable_files
+from mutmut.mutation.data import SourceFileMutationData as Data
+out = {}
+wanted = set(json.load(sys.stdin))
+for path in walk_mutatable_files():
+    m = Data(path=path)
+    m.load()
+    for key in m.exit_code_by_key:
+        if key in wanted:
+            out[key] = get_diff_for_mutant(key, path=path)
+json.dump(out, sys.stdout)
+"""
+
+
+def diffs(name: str, mutants: list[str]) -> dict[str, str]:
+    """mutant name -> unified diff, in one process (``mutmut show`` takes seconds each)."""
+    env = dict(os.environ, PYTHONPATH="")
+    done = subprocess.run([sys.executable, "-c", _DIFFS], cwd=workdir(name), env=env, text=True,
+                          input=json.dumps(mutants), capture_output=True, check=True)
+    return json.loads(done.stdout)
+
+
 def statuses(name: str) -> dict[str, str]:
     """mutant name -> status ("killed", "survived", "no tests", "timeout", ...)."""
     out = mutmut(workdir(name), "results", "--all", "true", capture=True).stdout
@@ -134,12 +159,61 @@ def score(name: str) -> tuple[int, int, list[str]]:
     return len(st) - len(alive), len(st), alive
 
 
+# Why a surviving mutant is not a missed bug: its class, from the diff. Anything else is "open".
+EXPLAINED = {
+    "dtype": "equivalent for the numeric input callers pass: only drops a dtype conversion "
+             "(float/int64/bool) whose values are already of that kind, or one numpy does anyway",
+    "message": "changes only the text of an error or log message (no result changes)",
+    "errstate": "changes only which numpy floating-point warnings are silenced",
+}
+_DTYPE = re.compile(r"(dtype=)?(float|np\.int64|np\.float64|bool|int)")
+
+
+def classify(diff: str) -> str:
+    """The class (a key of EXPLAINED, or "open") of one mutant from its unified diff."""
+    old = [ln[1:] for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    new = [ln[1:] for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    if len(old) != 1 or len(new) != 1:
+        return "open"
+    a, b = old[0].strip(), new[0].strip()
+    if a.startswith("raise ") or re.match(r"(logger|log|warnings)\.\w+\(", a):
+        return "message"
+    if "np.errstate(" in a:
+        return "errstate"
+    # The old line with one dtype argument replaced by None or dropped gives the new line?
+    for m in _DTYPE.finditer(a):
+        for repl in ("None", ""):
+            if (a[:m.start()] + (m.group(1) or "") + repl + a[m.end():]).replace(" ", "") == b.replace(" ", ""):
+                return "dtype"
+            if (a[:m.start()] + repl + a[m.end():]).replace(" ", "") == b.replace(" ", ""):
+                return "dtype"
+    return "open"
+
+
+def survivors_markdown(names: list[str]) -> str:
+    """Markdown list of every mutant not killed, with its class and its changed line."""
+    out = []
+    for n in names:
+        st = statuses(n)
+        alive = sorted(m for m, s in st.items() if s not in KILLED)
+        out.append(f"\n### {n}: {len(st) - len(alive)}/{len(st)} killed\n")
+        shown = diffs(n, alive)
+        for m in alive:
+            diff = shown.get(m, "")
+            kind = classify(diff)
+            changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
+            out.append(f"- `{m}` ({st[m]}): **{kind}**"
+                       + "".join(f"\n  `{ln.strip()[:150]}`" for ln in changed))
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help="module names (default: all)")
     parser.add_argument("--list", action="store_true", help="print the module names and their tests")
     parser.add_argument("--score", action="store_true", help="print scores from cached results only")
     parser.add_argument("--survivors", action="store_true", help="print each surviving mutant's diff")
+    parser.add_argument("--markdown", metavar="FILE", help="write every not-killed mutant, classified, to FILE")
     parser.add_argument("--max-children", type=int, default=2, help="parallel test processes (default 2)")
     args = parser.parse_args(argv)
     names = args.modules or list(MODULES)
@@ -149,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for n in names:
             print(f"{n}: mutates {' '.join(MODULES[n][0])}; tests {' '.join(module_tests(n)) or '(none yet)'}")
+        return 0
+    if args.markdown:
+        names = [n for n in names if (workdir(n) / "mutants").is_dir()]
+        Path(args.markdown).write_text(survivors_markdown(names))
         return 0
     if not args.score and not args.survivors:
         for n in names:
@@ -171,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         total_killed += killed
         total += count
         pct = 100 * killed / count if count else float("nan")
-        print(f"{n:10s} {killed:4d}/{count:<4d} killed ({pct:5.1f} %)  not killed: {len(alive)}")
+        print(f"{n:10s} {killed:4d}/{count:<4d} killed ({pct:5.1f} %)  not killed: {len(alive)}", flush=True)
         if args.survivors:
             for m in alive:
                 print(mutmut(workdir(n), "show", m, capture=True).stdout)
