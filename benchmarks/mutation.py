@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the module names and their tests")
     parser.add_argument("--score", action="store_true", help="print scores from cached results only")
     parser.add_argument("--survivors", action="store_true", help="print each surviving mutant's diff")
+    parser.add_argument("--retest", action="store_true", help="run the mutants not killed again (after editing tests)")
     parser.add_argument("--markdown", metavar="FILE", help="write every not-killed mutant, classified, to FILE")
     parser.add_argument("--max-children", type=int, default=2, help="parallel test processes (default 2)")
     args = parser.parse_args(argv)
@@ -236,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             work = prepare(n)
             log = work / "run.log"
             print(f"== {n}: mutmut run (output in {log.relative_to(ROOT)})", flush=True)
-            done = mutmut(work, "run", "--max-children", str(args.max_children), capture=True)
+            # mutmut keeps a verdict until the test selection or its settings change; --retest
+            # names the mutants not killed so that an edited test file is tried on them again.
+            again = score(n)[2] if args.retest and (work / "mutants").is_dir() else []
+            done = mutmut(work, "run", "--max-children", str(args.max_children), *again, capture=True)
             log.write_text(done.stdout + done.stderr)
             if done.returncode != 0:
                 print(f"{n}: mutmut failed (status {done.returncode}); the end of {log}:", file=sys.stderr)
