@@ -149,7 +149,8 @@ def flarelens_loop(labels_path: Path, root: Path, model_name: str, size: int, ba
 
     history = train(labels=str(labels_path), images=str(root), fold=1, model=model_name, image_size=size,
                     epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer="sgd",
-                    device=device, amp=amp, compile=compile_, workers=workers, out=str(out), progress=False)
+                    device=device, amp=amp, compile=compile_, workers=workers, out=str(out), progress=False,
+                    inner=0, select="last")  # every training row, as the study loop
     return float(history["train_images_per_s"].iloc[-1]), resolve_amp(amp, torch.device(device))
 
 

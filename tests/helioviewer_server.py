@@ -4,10 +4,12 @@ It serves ``/v2/getClosestImage/`` (JSON shaped as the real API answers: id, dat
 "YYYY-MM-DD HH:MM:SS", name, scale, width, height, refPixelX, refPixelY, rsun,
 sunCenterOffsetParams, layeringOrder) and ``/v2/getJP2Image/`` (the bytes of sunpy's real
 Helioviewer HMI JP2) over a fixed list of observation times, on 127.0.0.1, from a thread.
-Failures are scripted per endpoint and consumed in order: ``"500"`` / ``"503"`` (an HTTP
-error), ``"drop"`` (headers with the full Content-Length, half the body, then the
-connection closed), ``"hang"`` (no answer for ``hang_s`` seconds). ``latency`` delays
-every answer. Every request is logged.
+Answers are scripted per endpoint and consumed in order: any HTTP status as a string
+(``"429"``, ``"500"``, ``"404"``: that status with a JSON error body), ``"drop"`` (headers
+with the full Content-Length, half the body, then the connection closed), ``"hang"`` (no
+answer for ``hang_s`` seconds), ``"slow"`` (the normal answer, one byte every
+``trickle_s`` seconds), or a :class:`Reply` (any status, headers and body, optionally
+trickled). ``latency`` delays every answer. Every request is logged.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import socket
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -33,6 +36,17 @@ def sunpy_jp2_bytes() -> bytes:
         return fh.read()
 
 
+@dataclass
+class Reply:
+    """A scripted answer: ``status``, extra ``headers``, ``body`` (bytes, or a dict/list/None
+    sent as JSON), sent one byte every ``trickle_s`` seconds when given."""
+
+    status: int = 200
+    body: object = b""
+    headers: dict = field(default_factory=dict)
+    trickle_s: float | None = None
+
+
 def closed_port_url() -> str:
     """An API URL on 127.0.0.1 where nothing listens (connections are refused)."""
     with socket.socket() as sock:
@@ -44,12 +58,14 @@ def closed_port_url() -> str:
 class FakeHelioviewer:
     """The fake API. Use as a context manager; ``url`` is the base to give the client."""
 
-    def __init__(self, image_times, jp2: bytes | None = None, latency: float = 0.0, hang_s: float = 2.0):
+    def __init__(self, image_times, jp2: bytes | None = None, latency: float = 0.0, hang_s: float = 2.0,
+                 trickle_s: float = 1.0):
         self.image_times = sorted(pd.Timestamp(t).tz_localize("UTC") if pd.Timestamp(t).tzinfo is None
                                   else pd.Timestamp(t).tz_convert("UTC") for t in image_times)
         self.jp2 = jp2 if jp2 is not None else sunpy_jp2_bytes()
         self.latency = latency
         self.hang_s = hang_s
+        self.trickle_s = trickle_s
         self.script: dict[str, deque] = {"getClosestImage": deque(), "getJP2Image": deque()}
         self.log: list[tuple[str, dict]] = []
         self.on_request = None  # called with (endpoint, params) before answering
@@ -60,8 +76,9 @@ class FakeHelioviewer:
         self._thread = None
 
     # -- scripting -------------------------------------------------------------------
-    def fail(self, endpoint: str, *actions: str) -> None:
-        """Queue failures ("500", "503", "drop", "hang") for the next requests to ``endpoint``."""
+    def fail(self, endpoint: str, *actions) -> None:
+        """Queue answers (an HTTP status such as "429", "drop", "hang", "slow", or a
+        :class:`Reply`) for the next requests to ``endpoint``."""
         with self._lock:
             self.script[endpoint].extend(actions)
 
@@ -125,8 +142,10 @@ class FakeHelioviewer:
                     if not parsed.path.startswith("/v2/") or endpoint not in fake.script:
                         return self._json(404, {"error": f"Invalid action specified: {endpoint}"})
                     action = fake._next_action(endpoint)
-                    if action in ("500", "503"):
-                        return self._json(int(action), {"error": "Internal server error"})
+                    if isinstance(action, Reply):
+                        return self._reply(action)
+                    if isinstance(action, str) and action.isdigit():
+                        return self._json(int(action), {"error": f"HTTP {action} (scripted)"})
                     if action == "hang":
                         time.sleep(fake.hang_s)
                         self.close_connection = True
@@ -140,6 +159,7 @@ class FakeHelioviewer:
                         return self._json(200, {"error": "No images of the requested type (HMI Mag) are currently available.",
                                                 "errno": 10})
                     index, observed = found
+                    self.trickle_s = fake.trickle_s if action == "slow" else None
                     if endpoint == "getClosestImage":
                         return self._json(200, {
                             "id": 70000000 + index,
@@ -159,28 +179,52 @@ class FakeHelioviewer:
                     with fake._lock:
                         fake.in_flight -= 1
 
-            def _json(self, status: int, payload: dict) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+            trickle_s = None
+
+            def _json(self, status: int, payload) -> None:
+                self._reply(Reply(status, payload, trickle_s=self.trickle_s))
+
+            def _reply(self, reply: Reply) -> None:
+                body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **reply.headers}
+                self._answer(reply.status, headers, body, reply.trickle_s)
+
+            def _answer(self, status: int, headers: dict, body: bytes, trickle_s: float | None) -> None:
+                if not trickle_s:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                # The whole answer, status line included, one byte at a time.
+                head = f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n" + "".join(
+                    f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+                raw = head.encode("latin-1") + body
+                self.close_connection = True
+                try:
+                    for k in range(len(raw)):
+                        self.wfile.write(raw[k:k + 1])
+                        self.wfile.flush()
+                        time.sleep(trickle_s)
+                except OSError:  # the client gave up
+                    pass
 
             def _jp2(self, observed: pd.Timestamp, drop: bool) -> None:
                 body = fake.jp2
                 name = observed.strftime("%Y_%m_%d__%H_%M_%S_000__SDO_HMI_HMI_magnetogram.jp2")
+                headers = {"Content-Type": "image/jp2", "Content-Disposition": f'attachment; filename="{name}"',
+                           "Content-Length": str(len(body))}
+                if not drop:
+                    return self._answer(200, headers, body, self.trickle_s)
                 self.send_response(200)
-                self.send_header("Content-Type", "image/jp2")
-                self.send_header("Content-Disposition", f'attachment; filename="{name}"')
-                self.send_header("Content-Length", str(len(body)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
                 self.end_headers()
-                if drop:
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.wfile.write(body)
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return None
 
         return Handler

@@ -23,6 +23,8 @@ def test_isotonic_fit_by_hand():
     cal = calibrate.fit([0, 1, 1, 1], [0.2, 0.2, 0.6, 0.6])
     assert cal["y"] == pytest.approx([0.5, 1.0])
     assert calibrate.apply(cal, [0.0, 0.2, 0.4, 0.9]).tolist() == pytest.approx([0.5, 0.5, 0.75, 1.0])
+    # a violation pooled by instance count: three flares at 0.2, one non-flare at 0.6 -> 3/4 for both
+    assert calibrate.fit([1, 1, 1, 0], [0.2, 0.2, 0.2, 0.6])["y"] == pytest.approx([0.75, 0.75])
 
 
 def test_temperature_scaling_is_monotone_and_improves_an_overconfident_model():

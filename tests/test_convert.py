@@ -12,7 +12,7 @@ from PIL import Image
 
 from flarelens import images
 from flarelens.cli import main
-from flarelens.convert import area_resize, convert, convert_file, output_path
+from flarelens.convert import area_resize, convert, convert_file, output_path, read_source
 from flarelens.errors import FlareLensError
 
 SUNPY_JP2 = "2023_01_31__03_39_23_200__SDO_HMI_HMI_continuum.jp2"
@@ -55,7 +55,7 @@ def assert_rounds_to(actual, exact):
 
 @pytest.mark.parametrize("size", [128, 512, 100, 37])
 def test_sunpy_jp2_converts_to_exactly_n_squared_8bit(sunpy_jp2, tmp_path, size):
-    out = convert_file(sunpy_jp2, tmp_path / "out.png", size=size)
+    out = convert_file(sunpy_jp2, tmp_path / "out.png", size=size, decode="full")
     with Image.open(out) as im:
         assert im.size == (size, size) and im.mode == "L"
     pixels = images.load(out)
@@ -67,6 +67,40 @@ def test_sunpy_jp2_converts_to_exactly_n_squared_8bit(sunpy_jp2, tmp_path, size)
         np.testing.assert_array_equal(pixels, expected)
     else:
         assert_rounds_to(pixels, reference_area_resize(source, size))
+
+
+def test_reduced_decode_is_close_to_the_full_decode_and_zero_off_disk(sunpy_jp2):
+    """sunpy's real Helioviewer JP2 (512², 5 wavelet levels) to 128²: "reduced" decodes the
+    256² level (one level), "coarsest" the 128² level (two levels)."""
+    assert images.jp2_reduction(sunpy_jp2, 256) == (1, 512)
+    assert images.jp2_reduction(sunpy_jp2, 128) == (2, 512)
+    assert images.jp2_reduction(sunpy_jp2, 1) == (5, 512)  # no more levels than the codestream has
+    full = read_source(sunpy_jp2, 128, decode="full").astype(int)
+    cx, cy, r = images.disk_geometry(images.read_header(sunpy_jp2), 128)
+    yy, xx = np.mgrid[0:128, 0:128]
+    dist = np.hypot(xx - cx, yy - cy)
+    on, off = dist <= r - 1, dist > r + 0.71  # wholly on / off the disk
+    for decode, tolerance in (("reduced", 1.0), ("coarsest", 2.0)):
+        pixels = read_source(sunpy_jp2, 128, decode=decode)
+        assert pixels.shape == (128, 128) and pixels.dtype == np.uint8
+        assert np.abs(pixels.astype(int) - full)[on].mean() <= tolerance, decode
+        assert (pixels[off] == 0).all() and (pixels[dist < r - 2] > 0).all()
+
+
+def test_reduced_decode_averages_subband_samples_where_the_wavelet_puts_them(tmp_path):
+    """A subband sample sits at full-resolution pixel 2**levels * n, not at the centre of a
+    block: averaged as if it were, sharp edges land up to half an output pixel off."""
+    rng = np.random.default_rng(0)
+
+    def steps():  # piecewise-constant profile, edges at random places
+        return np.repeat(rng.integers(-60, 60, 200), rng.integers(3, 20, 200))[:512]
+
+    pixels = np.clip(128 + steps()[None, :] + steps()[:, None] + rng.normal(0, 3, (512, 512)), 0, 255)
+    path = tmp_path / "steps.jp2"
+    Image.fromarray(pixels.astype(np.uint8)).save(path, irreversible=False, num_resolutions=6)  # lossless
+    full = read_source(path, 64, decode="full").astype(int)
+    reduced = read_source(path, 64, decode="reduced").astype(int)  # from the 128² level
+    assert np.abs(reduced - full).mean() < 4.5  # the misplaced average is ~9 gray levels off here
 
 
 def test_area_resize_matches_definition_on_random_images():
@@ -173,7 +207,27 @@ def test_cli_convert(sunpy_jp2, tmp_path, capsys):
     assert "Traceback" not in captured.err
 
 
+def test_non_magnetogram_and_non_square_sources_are_reported_and_skipped(tmp_path):
+    src = tmp_path / "src"
+    continuum = src / images.image_relpath(TIMES[0], ".fits")
+    write_fits(continuum, np.full((16, 16), 5e4))
+    with fits.open(continuum, mode="update") as hdus:
+        hdus[0].header["BUNIT"] = "DN/s"
+    write_fits(src / images.image_relpath(TIMES[1], ".fits"), np.zeros((16, 32)))
+    summary = convert(src, tmp_path / "dst", size=8, fmt="png", workers=1, progress=False)
+    assert (summary.converted, summary.failed) == (0, 2)
+    reasons = dict(summary.failures)
+    assert "BUNIT = 'DN/s'" in reasons[str(continuum)] and "--force-fits" in reasons[str(continuum)]
+    assert "32x16 px" in reasons[str(src / images.image_relpath(TIMES[1], ".fits"))]
+    forced = convert(src, tmp_path / "dst", size=8, fmt="png", workers=1, progress=False, allow_any_fits=True)
+    assert (forced.converted, forced.failed) == (1, 1)
+    assert main(["convert", str(src), str(tmp_path / "cli"), "--size", "8", "--format", "png", "--force-fits",
+                 "--no-progress", "--workers", "1"]) == 1  # the non-square file still fails
+    assert (tmp_path / "cli" / images.image_relpath(TIMES[0], ".png")).is_file()
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"decode": "fast"}, "--decode"),
     ({"size": 0}, "--size"),
     ({"fmt": "gif"}, "--format"),
     ({"workers": 0}, "--workers"),

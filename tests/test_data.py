@@ -1,4 +1,5 @@
-"""flarelens.data: decoding, scaling, resizing, the study's augmentation scheme, class weights."""
+"""flarelens.data: decoding, scaling, resizing, the study's augmentation scheme (per item and
+per batch), class weights."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from PIL import Image
 
 from flarelens import images
 from flarelens.data import (
-    HFLIP, ORIGINAL, RANDOM_CHOICE, ROTATE, VFLIP, MagnetogramDataset, class_weights, expanded_index, read_image,
+    HFLIP, MAX_ROTATION_DEG, ORIGINAL, RANDOM_CHOICE, ROTATE, VFLIP, MagnetogramDataset, augment_batch, augment_image,
+    expanded_index, load_image, read_image, rotate_nearest,
 )
 from flarelens.errors import FlareLensError
 
@@ -70,17 +72,43 @@ def test_expanded_index_follows_the_study_scheme():
         expanded_index(targets, "heavy")
 
 
+def torchvision_rotation(image_u8, angle_deg):
+    """The study's rotation: torchvision's rotate with its default (nearest) interpolation, 0 fill."""
+    from torchvision.transforms.v2 import functional as F
+
+    return F.rotate(image_u8, angle_deg, interpolation=F.InterpolationMode.NEAREST, fill=0)
+
+
+def assert_is_torchvision_rotation(actual, image_u8, angle_deg):
+    """``actual`` (C, H, W) is torchvision's nearest rotation of ``image_u8`` by ``angle_deg``
+    (degrees, counter-clockwise), except where the exact source position of a pixel lies
+    within 1e-3 px of a rounding tie (float rounding may then pick either neighbour)."""
+    expected = torchvision_rotation(image_u8, angle_deg)
+    differ = (actual != expected).any(dim=0).numpy()
+    if not differ.any():
+        return
+    h, w = differ.shape
+    a = np.radians(angle_deg)
+    y, x = np.mgrid[0:h, 0:w]
+    x, y = x + 0.5 - w / 2, y + 0.5 - h / 2
+    col = x * np.cos(a) - y * np.sin(a) + (w - 1) / 2
+    row = x * np.sin(a) + y * np.cos(a) + (h - 1) / 2
+    near_tie = (np.abs(col - np.floor(col) - 0.5) < 1e-3) | (np.abs(row - np.floor(row) - 0.5) < 1e-3)
+    assert near_tie[differ].all(), f"{int((differ & ~near_tie).sum())} pixels differ from torchvision at {angle_deg}°"
+    assert differ.mean() < 1e-3
+
+
 def test_augmented_items_are_the_flips_and_small_rotations_of_the_original(toy_dataset):
     root, labels, _ = toy_dataset
     ds = MagnetogramDataset(labels, root, image_size=64, augment="study", seed=3, cache=True)
     n_fl, n_nf = int(labels["target"].sum()), int((labels["target"] == 0).sum())
     assert len(ds) == 4 * n_fl + 2 * n_nf
-    seen = set()
+    seen, angles = set(), []
     for i in range(len(ds)):
         row, code, angle = ds.augmentation(i)
         image, target = ds[i]
         assert target == labels["target"][row]
-        original = ds.load_row(row).float() / 255
+        original = ds.load_row(row)
         if code == ORIGINAL:
             expected = original
         elif code == HFLIP:
@@ -88,15 +116,55 @@ def test_augmented_items_are_the_flips_and_small_rotations_of_the_original(toy_d
         elif code == VFLIP:
             expected = original.flip(-2)
         else:
-            assert code == ROTATE and 0 < abs(angle) <= 5
-            pil = Image.fromarray(ds.load_row(row)[0].numpy()).rotate(angle, resample=Image.BILINEAR, fillcolor=0)
-            expected = torch.from_numpy(np.asarray(pil).copy())[None].float() / 255
-            assert not torch.equal(image, original)
-        assert torch.equal(image, expected)
+            assert code == ROTATE and 0 < abs(angle) <= MAX_ROTATION_DEG
+            angles.append(angle)
+            assert_is_torchvision_rotation((image * 255).round().to(torch.uint8), original, angle)
+            expected = augment_image(original, ROTATE, angle)
+        assert torch.equal(image, expected.float() / 255)
         if ds.index[i][1] == RANDOM_CHOICE:
             seen.add(code)
             assert code in (HFLIP, VFLIP, ROTATE)
     assert seen == {HFLIP, VFLIP, ROTATE}  # the random choice uses all three over 32 NF draws
+    # Angles in degrees spread over +-5 (drawn in radians they would stay within +-0.09).
+    assert max(angles) > 2.5 and min(angles) < -2.5
+
+
+def test_rotation_is_torchvisions_nearest_rotation_in_degrees():
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (7, 1, 96, 96), dtype=np.uint8))
+    angles = [5.0, -5.0, 3.3, -0.7, 30.0, 90.0, -135.0]
+    rotated = rotate_nearest(images, angles)
+    for b, angle in enumerate(angles):
+        assert_is_torchvision_rotation(rotated[b], images[b], angle)
+    # Counter-clockwise: the top-right corner of a 90° rotation is the bottom-right of the original.
+    assert rotated[5, 0, 0, -1] == images[5, 0, -1, -1]
+    # A pixel's distance from the centre is kept: the corner moves by radius * angle (in radians).
+    marker = torch.zeros(1, 1, 101, 101, dtype=torch.uint8)
+    marker[0, 0, 50, 95] = 255  # 45 px right of the centre pixel
+    y, x = np.argwhere(rotate_nearest(marker, [5.0])[0, 0].numpy() == 255)[0]
+    assert (y, x) == (50 - round(45 * np.sin(np.radians(5))), 50 + round(45 * np.cos(np.radians(5))))
+
+
+def test_batch_augmentation_gives_the_item_path_images():
+    rng = np.random.default_rng(1)
+    images = torch.from_numpy(rng.integers(0, 256, (12, 1, 48, 48), dtype=np.uint8))
+    codes = torch.tensor([ORIGINAL, HFLIP, VFLIP, ROTATE] * 3)
+    angles = torch.tensor(rng.uniform(-5, 5, 12)) * (codes == ROTATE)
+    batch = augment_batch(images, codes, angles)
+    for b in range(12):
+        assert torch.equal(batch[b], augment_image(images[b], int(codes[b]), float(angles[b]))), b
+    # The batch path neither changes its input nor depends on the batch's order.
+    perm = torch.from_numpy(rng.permutation(12))
+    assert torch.equal(augment_batch(images[perm], codes[perm], angles[perm]), batch[perm])
+    with pytest.raises(ValueError, match="code"):
+        augment_batch(images[:1], torch.tensor([RANDOM_CHOICE]), torch.zeros(1))
+
+
+def test_non_square_images_are_refused_not_squashed(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(path)
+    with pytest.raises(FlareLensError, match="wide.png.*square"):
+        load_image(path, 32)
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_position(toy_dataset):
@@ -115,18 +183,6 @@ def test_augmentation_is_a_function_of_seed_epoch_and_position(toy_dataset):
     assert [a.augmentation(i)[0] for i in order] == [r for r, _, _ in first]  # same rows each epoch
     other_seed = MagnetogramDataset(labels, root, image_size=64, augment="study", seed=8, cache=False)
     assert [other_seed.augmentation(i) for i in order] != first
-
-
-def test_class_weights():
-    targets = np.array([1] * 8 + [0] * 24)
-    assert class_weights(targets, "study").tolist() == [1.0, pytest.approx(2 * 24 / (4 * 8))]
-    w = class_weights(targets, "balanced", augment="study")  # 32 FL and 48 NF instances shown
-    assert w.tolist() == [pytest.approx(80 / 96), pytest.approx(80 / 64)]
-    w = class_weights(targets, "balanced", augment="none")
-    assert w.tolist() == [pytest.approx(32 / 48), pytest.approx(32 / 16)]
-    assert class_weights(targets, "none").tolist() == [1.0, 1.0]
-    with pytest.raises(FlareLensError, match="flaring"):
-        class_weights(np.zeros(5), "study")
 
 
 def test_missing_image_names_the_file_and_row(toy_dataset):

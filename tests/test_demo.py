@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from flarelens import log
 from flarelens.cli import main
 from flarelens.demo import DemoConfig, run_demo
 from flarelens.errors import FlareLensError
@@ -11,28 +12,45 @@ SMALL = DemoConfig(cadence="24h", image_size=64, epochs=1, folds=(1, 2), explain
 
 
 def test_demo_runs_every_step_then_resumes_without_redoing_them(tmp_path, capsys):
+    log.setup()  # the steps are logged, as the CLI shows them
     out = tmp_path / "demo"
     report = run_demo(out, SMALL, progress=False)
-    text = capsys.readouterr().out
-    steps = ("simulate", "label", "train", "predict", "train", "predict", "evaluate", "locations", "explain", "report")
+    text = capsys.readouterr().err
+    steps = ("simulate", "label", "train", "predict", "calibrate", "train", "predict", "calibrate",
+             "evaluate", "locations", "explain", "report")
     for n, step in enumerate(steps, 1):
-        assert f"[{n}/10] {step}:" in text
+        assert f"[{n}/12] {step}:" in text
     assert report == out / "report.html" and report.is_file()
     for path in ("images/regions.csv", "labels.csv", "fold1/best.pt", "fold1/history.csv", "fold1/predictions.csv",
+                 "fold1/inner_predictions.csv", "fold1/config.json",
                  "fold2/best.pt", "fold2/predictions.csv",
                  "evaluation.json", "locations/locations.json", "locations/recall_map.png",
                  "explain/scores.csv", "explain/summary.json", "explain/comparison.png"):
         assert (out / path).is_file(), path
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert len(evaluation["files"]) == 2 and set(evaluation["mean"]) == {"tss", "hss"}
+    # honest by construction: scored rows are the held-out quarter only, the model was
+    # chosen on its inner block, and persistence is scored on the same instances
+    import pandas as pd
+
+    for k in (1, 2):
+        pred = pd.read_csv(out / f"fold{k}" / "predictions.csv")
+        assert set(pred["role"]) == {"heldout"} and set(pred["fold"]) == {k}
+        assert "flare_prob_calibrated" in pred.columns
+        inner = pd.read_csv(out / f"fold{k}" / "inner_predictions.csv")
+        assert set(inner["role"]) == {"inner"} and k not in set(inner["fold"])
+        config = json.loads((out / f"fold{k}" / "config.json").read_text())
+        assert config["select"] == "best" and config["inner"] > 0  # best inner_tss
+    persistence = evaluation["baselines"]["persistence"]["files"]
+    assert [p["n"] for p in persistence] == [f["n"] for f in evaluation["files"]]
     page = report.read_text()
     assert f'{evaluation["mean"]["tss"]:.2f} ±' in page and "comparison" in page
 
     checkpoint = (out / "fold1" / "best.pt").stat().st_mtime_ns
     images = sorted(p.stat().st_mtime_ns for p in (out / "images").rglob("*.jpg"))
     run_demo(out, SMALL, progress=False)
-    text = capsys.readouterr().out
-    for step in ("simulate", "label", "train", "predict"):
+    text = capsys.readouterr().err
+    for step in ("simulate", "label", "train", "predict", "calibrate"):
         assert f"{step}:" in text
         assert text.split(f"{step}:")[1].splitlines()[0].endswith("(already done, skipped)")
     assert (out / "fold1" / "best.pt").stat().st_mtime_ns == checkpoint
@@ -48,3 +66,11 @@ def test_demo_cli_rejects_bad_folds(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--folds", "1,7"]) == 1
     assert "--folds" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_refuses_bad_settings_before_any_work(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--epochs", "0"]) == 1
+    assert "epochs" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    # the corrected command is then accepted (nothing invalid was recorded)
+    assert not (tmp_path / "d" / "demo.json").exists()

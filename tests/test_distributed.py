@@ -1,4 +1,4 @@
-"""DDP under torchrun: two CPU processes (gloo) train and validate like one process."""
+"""flarelens.distributed: devices, and DDP under torchrun (two CPU processes, gloo) training like one process."""
 
 from __future__ import annotations
 
@@ -10,7 +10,33 @@ import pandas as pd
 import pytest
 import torch
 
+from flarelens import distributed
 from flarelens.checkpoint import load_checkpoint
+from flarelens.errors import FlareLensError
+
+
+def test_device_strings_are_checked_with_one_clear_line():
+    for good in ("auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"):
+        assert distributed.check_device(good) == good
+    for bad in ("gpu0", "gpu", "cuda0", "cuda:", "cuda:-1", "CPU", "", "cpu:0:1"):
+        with pytest.raises(FlareLensError, match="not a device; use auto, cpu, cuda"):
+            distributed.check_device(bad)
+    assert distributed.resolve_device("cpu") == torch.device("cpu")
+    assert distributed.resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(FlareLensError, match="no CUDA GPU is visible"):
+            distributed.resolve_device("cuda:0")
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with distributed.process_group("cpu") as procs:
+        assert (procs.rank, procs.world, procs.main) == (0, 1, True)
+        values = torch.tensor([1.0, 2.0])
+        assert distributed.all_reduce(values, procs).tolist() == [1.0, 2.0]
+        assert distributed.agree(True, procs) and not distributed.agree(False, procs)
+        assert distributed.gather_object({"a": 1}, procs) is None
+        distributed.barrier(procs)
 
 
 def _run(cmd, env):
@@ -30,7 +56,7 @@ def test_two_gloo_processes_give_the_metrics_of_one(toy_dataset, tmp_path):
     # No batch norm or dropout (simplecnn), fp32: 2 ranks x 4 images average to the gradient of 1 x 8.
     args = ["train", "--labels", str(labels_path), "--images", str(root), "--model", "simplecnn",
             "--image-size", "64", "--epochs", "4", "--batch-size", "8", "--optimizer", "adam", "--lr", "1e-3",
-            "--amp", "off", "--no-progress"]
+            "--amp", "off", "--no-progress", "--inner", "0", "--select", "last"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable, "-m", "flarelens", *args, "--out", str(one)], env)
@@ -52,7 +78,7 @@ def test_two_gloo_processes_give_the_metrics_of_one(toy_dataset, tmp_path):
     log = (two / "train.log").read_text()
     assert sum(line.split(" ", 2)[2].startswith("epoch ") for line in log.splitlines()) == 4
     assert len(c2["rng_ranks"]) == 2 and not torch.equal(c2["rng_ranks"][0]["torch"], c2["rng_ranks"][1]["torch"])
-    assert sorted(p.name for p in two.iterdir()) == ["best.pt", "config.json", "history.csv", "last.pt", "train.log"]
+    assert sorted(p.name for p in two.iterdir()) == ["best.pt", "config.json", "history.csv", "last.pt", "train.lock", "train.log"]
 
 
 def test_global_batch_must_split_evenly(toy_dataset, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -101,7 +100,11 @@ def test_format_evaluation_table(tmp_path):
 def test_cli_evaluate_json_shape(tmp_path, capsys):
     ours, study = write(tmp_path, "pred.csv", OURS), write(tmp_path, "fold1_res.csv", STUDY_FOLD)
     assert main(["evaluate", str(ours), str(study), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+
+    def no_nan(constant):
+        raise AssertionError(f"{constant} in the JSON: undefined scores must be null")
+
+    out = json.loads(capsys.readouterr().out, parse_constant=no_nan)
     assert {"files", "mean", "std", "std_kind"} <= set(out)  # the keys of before, kept
     assert {"pooled", "baselines", "bootstrap", "threshold", "contaminated", "warnings"} <= set(out)
     new = {"n", "positives", "pod", "far", "brier", "bss", "auc", "ci", "roc", "threshold_curve", "reliability",

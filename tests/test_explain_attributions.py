@@ -233,3 +233,49 @@ def test_bad_arguments_are_reported():
         Attributor(model, ["deepshap"])
     with pytest.raises(FlareLensError, match="shape"):
         Attributor(model, ["ig"]).attribute(torch.zeros(2, 3, SIZE, SIZE))
+
+
+def test_a_new_method_is_one_registered_class(tmp_path):
+    """Adding a method is one entry in the registry: the Attributor, the map files and the
+    scores pick it up with no other change."""
+    from explain_data import MODEL_SIZE, StrongFieldNet, predictions_of, write_flare_dataset
+    from flarelens.explain.instances import Selection, select_instances
+    from flarelens.explain.methods import REGISTRY, AttributionMethod, MethodResult, register
+    from flarelens.explain.run import ExplainSettings, explain_instances
+
+    @register
+    class InputTimesGradient(AttributionMethod):
+        name = "input-x-gradient"
+        title = "Input x Gradient"
+
+        def __init__(self, models, config):
+            super().__init__(models, config)
+            from captum.attr import InputXGradient
+
+            self.captum = InputXGradient(models.plain)
+
+        def attribute(self, x, disk):
+            attr = self.captum.attribute(x.clone().requires_grad_(), target=1)
+            return MethodResult(attr.detach().sum(dim=1).numpy(), np.full(len(x), np.nan, dtype=np.float32))
+
+    try:
+        model = _model()
+        x, _ = _disk_images(2)
+        res = Attributor(model, ["input-x-gradient", "ig"], n_steps=8).attribute(x)
+        xg = x.clone().requires_grad_()
+        model(xg)[:, 1].sum().backward()
+        np.testing.assert_allclose(res["input-x-gradient"].maps, (xg.grad * x)[:, 0].numpy(), rtol=1e-5, atol=1e-7)
+
+        root = tmp_path / "images"
+        labels, _, _ = write_flare_dataset(root, n=2)
+        net = StrongFieldNet().eval()
+        frame = select_instances(predictions_of(net, labels, root), Selection())
+        result = explain_instances(net, frame, root, tmp_path / "out",
+                                   ExplainSettings(methods=("input-x-gradient",), overlays=False, comparison_rows=1),
+                                   image_size=MODEL_SIZE, progress=False)
+        assert set(result.scores["method"]) == {"input-x-gradient"}
+        assert "input-x-gradient" in result.summary["methods"]
+        with np.load(next((tmp_path / "out" / "maps").glob("*.npz"))) as z:
+            assert z["map_input-x-gradient"].shape == (MODEL_SIZE, MODEL_SIZE)
+    finally:
+        REGISTRY.pop("input-x-gradient", None)

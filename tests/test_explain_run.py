@@ -9,95 +9,17 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from flarelens import geometry
 from flarelens.cli import main
 from flarelens.errors import FlareLensError
-from flarelens.explain.instances import (
-    Selection, background_rows, normalise_predictions, read_predictions, select_instances,
-)
-from flarelens.explain.methods import METHODS, NEUTRAL
+from flarelens.explain.instances import Selection, background_rows, load_predictions, select_instances
+from flarelens.predictions import normalise as normalise_predictions
+from flarelens.explain.methods import METHODS
 from flarelens.explain.run import ExplainSettings, explain_instances
 from flarelens.explain.summary import SCORE_COLUMNS
 from flarelens.explain.truth import read_regions
-from flarelens.images import image_relpath
-
-FILE_SIZE = 64  # images on disk
-MODEL_SIZE = 32  # what the model sees
-
-
-class StrongFieldNet(nn.Module):
-    """Flare logit grows with the area of strong positive field (the sky, 0, reads as
-    strong negative field, so it is left out): a model that should look at active
-    regions. 3x3 convs, ReLUs, global pooling, a linear head."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2d(2, 2, 1)
-        self.relu2 = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(2, 2)
-        with torch.no_grad():
-            w = torch.zeros(2, 1, 3, 3)
-            w[0, 0] = 1 / 9
-            w[1, 0, 1, 1] = 1.0
-            self.conv.weight.copy_(w)
-            self.conv.bias.copy_(torch.tensor([-NEUTRAL - 0.15, -NEUTRAL - 0.3]))
-            self.conv2.weight.copy_(torch.tensor([[1.0, 0.5], [0.5, 1.0]])[:, :, None, None])
-            self.conv2.bias.zero_()
-            self.head.weight.copy_(torch.tensor([[0.0, 0.0], [2000.0, 2000.0]]))
-            self.head.bias.copy_(torch.tensor([0.0, -2.0]))
-
-    def forward(self, x):
-        x = self.relu2(self.conv2(self.relu(self.conv(x))))
-        return self.head(torch.flatten(self.pool(x), 1))
-
-
-def write_flare_dataset(root, n=8, seed=0):
-    """Images whose only strong field is a bipole where the labelled flare will be.
-
-    Flaring rows (every other) carry the flare at a known (lon, lat) at the image time;
-    the labels give the catalog-style position at the flare start 6 h later, as a real
-    label would. Returns (labels frame, regions frame, positions at image time).
-    """
-    rng = np.random.default_rng(seed)
-    times = pd.date_range("2014-03-01", periods=n, freq="37D", tz="UTC")
-    yy, xx = np.mgrid[0:FILE_SIZE, 0:FILE_SIZE]
-    rows, regions, truth = [], [], {}
-    for i, t in enumerate(times):
-        disk = geometry.disk_mask(t, FILE_SIZE)
-        field = 128 + rng.normal(0, 4, (FILE_SIZE, FILE_SIZE))
-        flaring = i % 2 == 0
-        lon, lat = [(-40.0, 15.0), (20.0, -25.0), (76.0, 10.0)][i // 2 % 3]
-        x, y = geometry.hg_to_pixel(lon, lat, t, FILE_SIZE)
-        if flaring:
-            for sign, dx in ((1, -2.5), (-1, 2.5)):
-                field += sign * 200 * np.exp(-((xx - x - dx) ** 2 + (yy - y) ** 2) / (2 * 2.2**2))
-        pixels = np.where(disk, np.clip(field, 0, 255), 0).round().astype(np.uint8)
-        rel = image_relpath(t, ".png")
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(root / rel)
-        start = t + pd.Timedelta(hours=6)
-        lon_at_start = float(geometry.rotate(lon, lat, t, start)) if flaring else np.nan
-        rows.append({
-            "timestamp": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "file": rel, "target": int(flaring),
-            "goes_class": "M3.1" if flaring else "", "peak_flux": 3.1e-5 if flaring else 0.0,
-            "fl_lon": lon_at_start, "fl_lat": lat if flaring else np.nan,
-            "fl_start": start.strftime("%Y-%m-%dT%H:%M:%SZ") if flaring else "", "other_flares": "",
-            "fold": int(t.quarter),
-        })
-        if flaring:
-            truth[rows[-1]["timestamp"]] = (lon, lat)
-        regions.append({
-            "timestamp": rows[-1]["timestamp"], "file": rel, "region_id": i, "noaa_ar": 0, "lon": lon, "lat": lat,
-            "x": x, "y": y, "radius_px": 5.0, "mu": 0.5, "max_class_24h": "M3.1" if flaring else "",
-            "max_flux_24h": 3.1e-5 if flaring else 0.0,
-        })
-    return pd.DataFrame(rows), pd.DataFrame(regions), truth
-
+from explain_data import FILE_SIZE, MODEL_SIZE, StrongFieldNet, predictions_of, write_flare_dataset
 
 @pytest.fixture
 def flare_set(tmp_path):
@@ -107,14 +29,7 @@ def flare_set(tmp_path):
     regions.to_csv(root / "regions.csv", index=False)
     torch.manual_seed(0)
     model = StrongFieldNet().eval()
-    with torch.no_grad():
-        from flarelens.data import read_image, resize_image
-
-        x = torch.stack([resize_image(read_image(root / f), MODEL_SIZE) for f in labels["file"]]).float() / 255
-        probs = torch.softmax(model(x), dim=1)[:, 1].numpy()
-    pred = labels.copy()
-    pred.insert(2, "flare_prob", probs)
-    pred.to_csv(tmp_path / "pred.csv", index=False)
+    predictions_of(model, labels, root).to_csv(tmp_path / "pred.csv", index=False)
     return tmp_path, root, model, truth
 
 
@@ -162,7 +77,7 @@ def test_selection_filters():
 
 def test_run_writes_maps_figures_and_scores_and_localises(flare_set):
     tmp, root, model, truth = flare_set
-    pred = read_predictions(tmp / "pred.csv")
+    pred, _ = load_predictions(tmp / "pred.csv")
     frame = select_instances(pred, Selection())
     bg = background_rows(pd.read_csv(tmp / "labels.csv"), fold=None)
     out = tmp / "out"
@@ -226,7 +141,7 @@ def test_run_writes_maps_figures_and_scores_and_localises(flare_set):
 
 def test_resume_skips_done_instances_and_refuses_other_settings(flare_set):
     tmp, root, model, _ = flare_set
-    frame = select_instances(read_predictions(tmp / "pred.csv"), Selection(limit=4))
+    frame = select_instances(load_predictions(tmp / "pred.csv")[0], Selection(limit=4))
     out = tmp / "out"
     kw = dict(image_size=MODEL_SIZE, progress=False)
     settings = _settings(methods=("ig", "guided-gradcam"), overlays=False, comparison_rows=0)

@@ -51,7 +51,7 @@ def test_vgg16_is_the_studys_architecture(vgg):
         assert vgg(x).shape == (2, 2)
 
 
-def test_alexnet_is_the_studys_architecture():
+def test_alexnet_architecture():
     model = build_model("alexnet", image_size=64)
     assert isinstance(model.stem[0], nn.Conv2d) and isinstance(model.stem[1], nn.ReLU)
     conv = model.stem[0]

@@ -13,6 +13,7 @@ from PIL import Image
 from flarelens import images
 from flarelens.checkpoint import load_model
 from flarelens.cli import main
+from flarelens.folds import row_roles
 from flarelens.predict import PREDICTION_COLUMNS, predict_files, predict_labels
 from flarelens.train import train
 from conftest import write_toy_dataset
@@ -26,8 +27,9 @@ def trained(tmp_path_factory):
     labels = write_toy_dataset(root)
     labels_path = tmp / "labels.csv"
     labels.to_csv(labels_path, index=False)
-    train(labels=str(labels_path), images=str(root), fold=2, model="simplecnn", image_size=48, epochs=3,
-          batch_size=8, optimizer="adam", lr=1e-3, out=str(tmp / "run"), progress=False, threads=1)
+    train(labels=str(labels_path), images=str(root), fold=1, model="simplecnn", image_size=48, epochs=3,
+          batch_size=8, optimizer="adam", lr=1e-3, out=str(tmp / "run"), progress=False, threads=1, inner=0.5,
+          select="last")
     return root, labels, labels_path, tmp / "run" / "best.pt"
 
 
@@ -43,20 +45,23 @@ def _reference_prob(checkpoint, path) -> float:
 
 def test_predict_labels_writes_the_contract_for_a_fold(trained):
     root, labels, labels_path, checkpoint = trained
-    pred = predict_labels(checkpoint, labels_path, root, fold=2, progress=False)
-    fold2 = labels[labels["fold"] == 2].reset_index(drop=True)
+    pred = predict_labels(checkpoint, labels_path, root, fold=1, progress=False)
+    fold1 = labels[labels["fold"] == 1].reset_index(drop=True)
     assert list(pred.columns[: len(PREDICTION_COLUMNS)]) == PREDICTION_COLUMNS
     assert {"peak_flux", "fl_start", "other_flares"} <= set(pred.columns)  # other label columns carried through
-    assert pred["timestamp"].tolist() == fold2["timestamp"].tolist()
-    assert pred["target"].tolist() == fold2["target"].tolist()
-    assert (pred["fold"] == 2).all()
+    assert pred["timestamp"].tolist() == fold1["timestamp"].tolist()
+    assert pred["target"].tolist() == fold1["target"].tolist()
+    assert (pred["fold"] == 1).all()
     assert pred["flare_prob"].between(0, 1).all()
     for i in (0, len(pred) - 1):
         assert pred["flare_prob"][i] == pytest.approx(_reference_prob(checkpoint, root / pred["file"][i]), abs=1e-5)
     everything = predict_labels(checkpoint, labels_path, root, progress=False, rows="all")
     assert len(everything) == len(labels)
-    assert (everything["role"] == np.where(labels["fold"] == 2, "heldout", "train")).all()
-    assert (everything["model_fold"] == 2).all()
+    # the roles of the run's split (its fold and inner block), as train made them
+    assert everything["role"].tolist() == row_roles(labels, 1, inner=0.5).tolist()
+    assert set(everything["role"]) == {"heldout", "inner", "train"} and (everything["model_fold"] == 1).all()
+    inner = predict_labels(checkpoint, labels_path, root, progress=False, rows="inner")
+    assert inner["timestamp"].tolist() == everything["timestamp"][everything["role"] == "inner"].tolist()
     held = predict_labels(checkpoint, labels_path, root, progress=False)  # default: the held-out fold
     assert held["timestamp"].tolist() == pred["timestamp"].tolist() and (held["role"] == "heldout").all()
 
@@ -70,11 +75,13 @@ def test_validation_scores_in_history_are_those_of_the_predictions(trained):
     row = state["history"][state["epoch"] - 1]
     pred = predict_labels(checkpoint, labels_path, root, fold=state["config"]["fold"], progress=False)
     scores = confusion(pred["target"], pred["flare_prob"])
-    assert (scores.tss, scores.hss) == (row["val_tss"], row["val_hss"])
+    # TSS is undefined (nan in history.csv) on a fold without flaring rows.
+    assert scores.hss == row["val_hss"]
+    assert scores.tss == row["val_tss"] if pred["target"].any() else np.isnan(row["val_tss"])
     # The class-weighted validation loss, recomputed from the probabilities.
     labels = pd.read_csv(labels_path)
-    train_targets = labels.loc[labels["fold"] != state["config"]["fold"], "target"]
-    fl_weight = 2 * (train_targets == 0).sum() / (4 * (train_targets == 1).sum())
+    train_targets = labels.loc[(row_roles(labels, 1, inner=0.5) == "train").to_numpy(), "target"]  # rows trained on
+    fl_weight = 1.5 * 2 * (train_targets == 0).sum() / (4 * (train_targets == 1).sum())
     w = np.where(pred["target"] == 1, fl_weight, 1.0)
     nll = -np.log(np.where(pred["target"] == 1, pred["flare_prob"], 1 - pred["flare_prob"]))
     assert float((w * nll).sum() / w.sum()) == pytest.approx(row["val_loss"], rel=1e-4)
@@ -84,18 +91,18 @@ def test_predict_cli_writes_predictions_csv_atomically(trained, tmp_path, capsys
     root, labels, labels_path, checkpoint = trained
     out = tmp_path / "pred" / "predictions.csv"
     assert main(["predict", "--checkpoint", str(checkpoint), "--labels", str(labels_path), "--images", str(root),
-                 "--fold", "2", "--out", str(out), "--batch-size", "5"]) == 0
+                 "--fold", "1", "--out", str(out), "--batch-size", "5"]) == 0
     assert "predictions" in capsys.readouterr().out
     written = pd.read_csv(out)
-    assert len(written) == int((labels["fold"] == 2).sum())
+    assert len(written) == int((labels["fold"] == 1).sum())
     assert list(written.columns[:8]) == PREDICTION_COLUMNS
     # no temporary files left; the sidecar says where the predictions came from
     assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv", "predictions.meta.json"]
     meta = json.loads((out.parent / "predictions.meta.json").read_text())
-    assert meta["checkpoint"] == str(checkpoint) and meta["model_fold"] == 2 and meta["rows"] == "fold 2"
-    train_rows = labels[labels["fold"] != 2]
+    assert meta["checkpoint"] == str(checkpoint) and meta["model_fold"] == 1 and meta["rows"] == "fold 1"
+    train_rows = labels[(row_roles(labels, 1, inner=0.5) == "train").to_numpy()]
     assert meta["train_base_rate"] == pytest.approx(train_rows["target"].mean())
-    assert (written["role"] == "heldout").all() and (written["model_fold"] == 2).all()
+    assert (written["role"] == "heldout").all() and (written["model_fold"] == 1).all()
     assert list(written.columns[-2:]) == ["model_fold", "role"]
 
 
@@ -150,10 +157,10 @@ def test_predicting_training_rows_warns_marks_and_evaluate_refuses(trained, tmp_
     with caplog.at_level("WARNING", logger="flarelens"):
         assert main(["predict", "--checkpoint", str(checkpoint), "--labels", str(labels_path), "--images", str(root),
                      "--fold", "3", "--out", str(out)]) == 0
-    assert "NOT held out" in caplog.text and "trained for fold 2" in caplog.text
+    assert "NOT held out" in caplog.text and "trained for fold 1" in caplog.text
     assert "NOT held out" in capsys.readouterr().out
     written = pd.read_csv(out)
-    assert (written["role"] == "train").all() and (written["model_fold"] == 2).all()
+    assert (written["role"] != "heldout").all() and (written["model_fold"] == 1).all()
     # evaluate refuses the training rows in one line ...
     assert main(["evaluate", str(out), "--resamples", "0"]) == 1
     err = capsys.readouterr().err.strip()
@@ -188,8 +195,14 @@ def test_a_diverged_model_is_refused_and_nothing_written(trained, tmp_path, caps
     assert "nan" not in captured.out.lower() and "non-finite" in captured.err
 
 
-def test_rows_inner_needs_an_inner_block(trained, tmp_path, capsys):
-    root, _, labels_path, checkpoint = trained
+def test_rows_inner_writes_the_inner_block_for_calibration(trained, tmp_path, capsys, monkeypatch):
+    root, labels, labels_path, checkpoint = trained
+    monkeypatch.chdir(tmp_path)
     assert main(["predict", "--checkpoint", str(checkpoint), "--labels", str(labels_path), "--images", str(root),
-                 "--rows", "inner", "--out", str(tmp_path / "inner.csv")]) == 1
-    assert "no rows selected (inner)" in capsys.readouterr().err
+                 "--rows", "inner"]) == 0
+    assert "inner_predictions.csv" in capsys.readouterr().out
+    # written beside the checkpoint (the run directory), not into the working directory
+    assert not (tmp_path / "inner_predictions.csv").exists()
+    written = pd.read_csv(checkpoint.parent / "inner_predictions.csv")
+    assert (written["role"] == "inner").all() and len(written) == int((row_roles(labels, 1, inner=0.5) == "inner").sum())
+    assert json.loads((checkpoint.parent / "inner_predictions.meta.json").read_text())["rows"] == "inner"

@@ -11,9 +11,12 @@ so ``torch.load(path, weights_only=True)`` reads it without unpickling arbitrary
       "scheduler": scheduler.state_dict(),
       "scaler": GradScaler.state_dict() or None (fp16 mixed precision only),
       "epoch": number of completed epochs,
-      "config": the full run configuration (JSON-safe dict: model, image_size, fold, seed, ...),
-      "history": [one dict per completed epoch: epoch, train/val loss, TSS, HSS, lr, times],
-      "best": {"epoch": int, "val_tss": float} (the epoch best.pt holds),
+      "config": the run's config.json (JSON-safe dict: the settings — model, image_size, fold,
+                seed, inner, gap, window, select, recipe, ... — and the run's facts:
+                class_weights, train_base_rate, rows, recipe_overrides),
+      "history": [one dict per completed epoch: the columns of history.csv],
+      "best": {"epoch": int, "inner_tss": float, "select": "best"|"last"} (the epoch best.pt
+              holds: the highest inner TSS, or the last epoch),
       "rng": {"torch": uint8 tensor, "cuda": [uint8 tensor per device],
               "numpy": {"keys": int64 tensor, "pos", "has_gauss", "cached_gaussian"},
               "python": [version, [ints], gauss]},
@@ -125,8 +128,10 @@ def save_checkpoint(
     }
     if rng_ranks is not None:
         state["rng_ranks"] = rng_ranks
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # Through a Python file object: a full disk then raises OSError(ENOSPC), where torch's
+    # own file writer reports it as "unexpected pos ...".
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
     return Path(path)
 
 
@@ -138,7 +143,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated file, foreign pickle, ...
-        raise FlareLensError(f"{path}: cannot read checkpoint ({exc.__class__.__name__}: {exc})") from None
+        # torch's messages run over many lines: the first names the problem.
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:200]
+        raise FlareLensError(
+            f"{path}: cannot read checkpoint ({exc.__class__.__name__}: {first}); give a best.pt or last.pt written by "
+            "`flarelens train`"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FlareLensError(f"{path}: not a flarelens checkpoint (written by `flarelens train`)")
     if state.get("version", 0) > VERSION:

@@ -290,7 +290,8 @@ def convert(src, dst, size: int = 512, fmt: str = "jpg", workers: int | None = N
     if not todo and not summary.skipped:
         raise FlareLensError(f"{src}: no image files (.jp2, .fits, .jpg, .png) found")
 
-    jobs = [(str(path), str(out), int(size), fmt, int(quality), decode, bool(allow_any_fits)) for out, path in todo.items()]
+    jobs = [(str(path), str(out), int(size), fmt, int(quality), decode, bool(allow_any_fits))
+            for out, path in todo.items()]
     with progress_bar(total=len(jobs), progress=progress, unit="img", desc="convert", dynamic_ncols=True) as bar:
         if workers == 1 or len(jobs) <= 1:
             results = (_convert_task(*job) for job in jobs)

@@ -10,13 +10,18 @@ running the demo again resumes where it stopped (and is a no-op once complete).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from flarelens.errors import FlareLensError
 from flarelens.fileio import write_csv, write_text
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,11 +48,11 @@ class DemoConfig:
     seed: int = 0
 
 
-STEPS = ("simulate", "label", "train", "predict", "evaluate", "locations", "explain", "report")
+STEPS = ("simulate", "label", "train", "predict", "calibrate", "evaluate", "locations", "explain", "report")
 
 
 class _Progress:
-    """Prints one line per step, with its number, what it does and how long it took."""
+    """Logs one line per step, with its number, what it does and whether it was already done."""
 
     def __init__(self, total: int):
         self.total, self.n, self.t0 = total, 0, time.perf_counter()
@@ -55,22 +60,52 @@ class _Progress:
     def step(self, name: str, detail: str, done: bool) -> None:
         self.n += 1
         state = "already done, skipped" if done else "running"
-        print(f"[{self.n}/{self.total}] {name}: {detail} ({state})", flush=True)
+        logger.info("[%d/%d] %s: %s (%s)", self.n, self.total, name, detail, state)
 
     def finish(self) -> None:
-        print(f"demo finished in {time.perf_counter() - self.t0:.0f} s", flush=True)
+        logger.info("demo finished in %.0f s", time.perf_counter() - self.t0)
+
+
+def check_config(config: DemoConfig) -> None:
+    """Refuse impossible demo settings (one line) before any work is done or recorded."""
+    from flarelens.models import model_names
+
+    if not config.folds or any(k not in (1, 2, 3, 4) for k in config.folds):
+        raise FlareLensError(f"folds must be fold numbers 1-4, got {config.folds!r}")
+    if config.epochs < 1:
+        raise FlareLensError(f"epochs must be at least 1, got {config.epochs}")
+    if not 32 <= config.image_size <= 4096:
+        raise FlareLensError(f"image size must be between 32 and 4096 px, got {config.image_size}")
+    if config.model not in model_names():
+        raise FlareLensError(f"unknown model {config.model!r}; choose from {', '.join(model_names())}")
+    try:
+        step = pd.Timedelta(config.cadence)
+    except ValueError:
+        raise FlareLensError(f"cadence must be a duration such as 1h or 4h, got {config.cadence!r}") from None
+    if step <= pd.Timedelta(0):
+        raise FlareLensError(f"cadence must be positive, got {config.cadence!r}")
+    if config.explain_limit < 1:
+        raise FlareLensError(f"explain limit must be at least 1, got {config.explain_limit}")
 
 
 def run_demo(out: str | os.PathLike = "runs/demo", config: DemoConfig | None = None, progress: bool = True) -> Path:
-    """Run (or resume) the demo pipeline under ``out``; return the report's path."""
-    from flarelens import evaluate, labels, locations, predict, report, simulate, train
+    """Run (or resume) the demo pipeline under ``out``; return the report's path.
+
+    Every fold's model is selected on its inner validation block (never on the quarter it
+    is scored on), calibrated there too, and scored on its held-out quarter beside the
+    persistence and climatology forecasts of the same instances.
+    """
+    from flarelens import calibrate, evaluate, labels, locations, predict, predictions, report, simulate, train
+    from flarelens.settings import check_same_settings
 
     config = config or DemoConfig()
+    check_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_config(out, config)
+    check_same_settings(out / "demo.json", json.loads(json.dumps(asdict(config))), what="a demo",
+                        hint="use another --out or delete it")
     images = out / "images"
-    total = 2 + 2 * len(config.folds) + 4
+    total = 2 + 3 * len(config.folds) + 4
     p = _Progress(total)
 
     regions = images / "regions.csv"
@@ -84,46 +119,55 @@ def run_demo(out: str | os.PathLike = "runs/demo", config: DemoConfig | None = N
     if not labels_csv.is_file():
         table, summary = labels.make_labels(start=config.start, end=config.end, cadence=config.cadence, images=images)
         write_csv(table, labels_csv)
-        print(summary.format())
+        logger.info("%s", summary.format())
 
     pred_files = []
     for k in config.folds:
         run = out / f"fold{k}"
         done = _history_complete(run, config.epochs)
-        p.step("train", f"{config.model} at {config.image_size}², fold {k} (validates on quarter {k}) -> {run}", done)
+        p.step("train", f"{config.model} at {config.image_size}², fold {k} (held out: quarter {k}; best epoch chosen "
+               f"on the inner block of the other quarters) -> {run}", done)
         if not done:
             train.train(
                 labels=str(labels_csv), images=str(images), fold=k, model=config.model, image_size=config.image_size,
                 epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer,
                 seed=config.seed, out=str(run), resume=(run / "last.pt").is_file(), progress=progress,
             )
-        pred_csv = run / "predictions.csv"
-        done = pred_csv.is_file() and pred_csv.stat().st_mtime >= (run / "best.pt").stat().st_mtime
-        p.step("predict", f"flare probability of every fold-{k} validation image -> {pred_csv}", done)
+        best = run / "best.pt"
+        pred_csv, inner_csv = run / predictions.PREDICTIONS_NAME, run / predictions.INNER_NAME
+        done = all(f.is_file() and f.stat().st_mtime >= best.stat().st_mtime for f in (pred_csv, inner_csv))
+        p.step("predict", f"fold-{k} held-out quarter -> {pred_csv}, inner block -> {inner_csv}", done)
         if not done:
-            frame = predict.predict_labels(run / "best.pt", labels_csv, images, fold=k, progress=progress)
-            write_csv(frame, pred_csv)
+            for rows, path in (("inner", inner_csv), ("heldout", pred_csv)):
+                frame = predict.predict_labels(best, labels_csv, images, rows=rows, progress=progress)
+                predictions.write_predictions(frame, path, frame.attrs["meta"])
+        done = predictions.CALIBRATED in pd.read_csv(pred_csv, nrows=0).columns
+        p.step("calibrate", f"isotonic map fitted on fold {k}'s inner block, applied to {pred_csv}", done)
+        if not done:
+            calibrate.calibrate_run(inner_csv, [pred_csv])
         pred_files.append(pred_csv)
 
     evaluation = out / "evaluation.json"
-    p.step("evaluate", f"TSS and HSS per fold -> {evaluation}", False)
-    result = evaluate.evaluate_files(pred_files)
+    p.step("evaluate", f"skill per fold and pooled, persistence and climatology, 95% intervals -> {evaluation}", False)
+    result = evaluate.evaluate_files(pred_files, labels=labels_csv, seed=config.seed)
     write_text(json.dumps(result, indent=2) + "\n", evaluation)
-    print(evaluate.format_evaluation(result))
+    logger.info("%s", evaluate.format_evaluation(result))
+    logger.info("%s", evaluate.format_skill(result))
 
     loc_dir = out / "locations"
-    p.step("locations", f"central vs near-limb X/M flares and the recall map -> {loc_dir}", False)
-    print(locations.format_locations(locations.write_locations(pred_files, loc_dir)))
+    p.step("locations", f"central vs near-limb X/M flares (source visible or hidden) and the recall map -> {loc_dir}",
+           False)
+    logger.info("%s", locations.format_locations(locations.write_locations(pred_files, loc_dir)))
 
     explain_dir = out / "explain"
-    p.step("explain", f"{', '.join(config.explain_methods)} on up to {config.explain_limit} flaring validation "
+    p.step("explain", f"{', '.join(config.explain_methods)} on up to {config.explain_limit} flaring held-out "
            f"images -> {explain_dir}", False)
     _explain(out, config, pred_files, images, explain_dir, progress)
 
     p.step("report", f"{out / 'report.html'}", False)
     path = report.build_report(out)
     p.finish()
-    print(f"open {path} in a browser")
+    logger.info("open %s in a browser", path)
     return path
 
 
@@ -150,19 +194,3 @@ def _history_complete(run: Path, epochs: int) -> bool:
     import pandas as pd
 
     return len(pd.read_csv(history)) >= epochs
-
-
-def _check_same_config(out: Path, config: DemoConfig) -> None:
-    """Refuse to mix a run directory made with other settings (its steps would be stale)."""
-    path = out / "demo.json"
-    current = json.loads(json.dumps(asdict(config)))
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved != current:
-            changed = sorted(k for k in current if saved.get(k) != current[k])
-            raise FlareLensError(
-                f"{out} holds a demo made with other settings ({', '.join(changed)}); "
-                "use another --out or delete it"
-            )
-    else:
-        write_text(json.dumps(current, indent=2) + "\n", path)

@@ -26,10 +26,8 @@ import pandas as pd
 from flarelens import bootstrap, metrics
 from flarelens.errors import FlareLensError
 from flarelens.metrics import check_threshold
-from flarelens.predictions import (  # noqa: F401 - FLARELENS, STUDY_CLASS, detect_format: names kept for importers
-    CALIBRATED, FLARELENS, HELD_OUT, INNER, INNER_NAME, STUDY, STUDY_CLASS, as_frames, detect_format,
-    read_predictions,
-)
+from flarelens.predictions import CALIBRATED, HELD_OUT, INNER, INNER_NAME, as_frames
+from flarelens.predictions import read_predictions  # noqa: F401 - until report reads through flarelens.predictions
 
 logger = logging.getLogger(__name__)
 

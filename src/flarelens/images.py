@@ -127,8 +127,12 @@ def jp2_reduction(path: str | os.PathLike, min_size: int) -> tuple[int, int]:
     codestream has), read from the codestream header without decoding."""
     import glymur
 
+    import warnings
+
     try:
-        codestream = glymur.Jp2k(str(path)).get_codestream(header_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # glymur warns on truncated files; decoding then says so in one line
+            codestream = glymur.Jp2k(str(path)).get_codestream(header_only=True)
     except Exception as exc:  # noqa: BLE001 - glymur raises several types on bad files
         raise FlareLensError(f"{path}: cannot parse the JPEG 2000 codestream ({exc}); the file is corrupt") from None
     levels = min((int(seg.num_res) for seg in codestream.segment if seg.marker_id == "COD"), default=0)

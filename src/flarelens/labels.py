@@ -1,9 +1,11 @@
 """Prediction-window labels for full-disk magnetograms, and the tri-monthly folds.
 
 The label at time t looks at the flares whose **start** time s satisfies
-``t < s < t + window`` (24 h by default). The largest of them (by peak flux) decides the
-target: 1 when its flux is >= the threshold (M1.0 = 1e-5 W/m² by default). The other
-flares of the window are kept for later analysis.
+``t < s < t + window`` (24 h by default). The largest of them (by peak flux; the earliest
+of equal ones) decides the target: 1 when its flux is >= the threshold (M1.0 = 1e-5 W/m²
+by default). Its position comes with the catalog's cleaning (``fl_pos_source``: read from
+the catalog, taken from its NOAA region, or unknown). The other flares of the window are
+kept for later analysis.
 
 Folds follow the original study: fold k (1-4) is the k-th quarter of the year
 (Jan-Mar, Apr-Jun, Jul-Sep, Oct-Dec) over all years; fold k validates on its own rows and
@@ -12,24 +14,35 @@ trains on the others.
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from flarelens.catalog import parse_threshold, read_catalog
+from flarelens.catalog import (
+    check_covers,
+    flux_to_class,
+    parse_threshold,
+    position_counts,
+    read_catalog,
+    repair_positions,
+)
 from flarelens.errors import FlareLensError
 from flarelens.images import find_image, image_relpath
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_START = "2010-12-01 00:00"
 DEFAULT_END = "2018-12-31 23:00"
 
 #: Columns of labels.csv, in order (docs/design.md, "labels.csv").
 LABEL_COLUMNS = [
-    "timestamp", "file", "target", "goes_class", "peak_flux", "fl_lon", "fl_lat", "fl_start",
-    "other_flares", "fold",
+    "timestamp", "file", "target", "goes_class", "peak_flux", "fl_lon", "fl_lat", "fl_pos_source",
+    "fl_start", "other_flares", "fold",
 ]
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -79,6 +92,11 @@ class LabelSummary:
     per_fold: pd.DataFrame  # index fold 1-4; columns positives, negatives, leaking_train_rows
     dropped_missing_images: int = 0
     dropped_gap: int = 0
+    #: pos_source counts (catalog, region, none) of the catalog's flares that start in the
+    #: labelled windows, all of them and those >= the threshold.
+    positions: dict = field(default_factory=dict)
+    positions_above: dict = field(default_factory=dict)
+    threshold: str = ""
 
     @property
     def imbalance(self) -> float:
@@ -97,6 +115,12 @@ class LabelSummary:
         for fold, row in self.per_fold.iterrows():
             lines.append(f"{fold:>4}  {row.positives:>9}  {row.negatives:>9}  {row.leaking_train_rows:>10}")
         lines.append(f"imbalance (negatives per positive): {self.imbalance:.2f}")
+        for what, counts in ((f"the {sum(self.positions.values())} flares of the labelled windows", self.positions),
+                             (f"the {sum(self.positions_above.values())} of them >= {self.threshold}", self.positions_above)):
+            if counts:
+                lines.append(f"positions of {what}: {counts.get('catalog', 0)} from the catalog, "
+                             f"{counts.get('region', 0)} repaired from their NOAA region's other flares, "
+                             f"{counts.get('none', 0)} unknown")
         return "\n".join(lines)
 
 
@@ -110,8 +134,9 @@ def label_times(
     """Label each UTC time with the largest flare starting in ``(t, t + window)``.
 
     ``catalog`` is a normalised table from :func:`flarelens.catalog.read_catalog`;
-    ``threshold`` a GOES class or a flux in W/m². Returns a frame with the columns of
-    :data:`LABEL_COLUMNS` (times as ISO 8601 UTC strings).
+    ``threshold`` a GOES class or a flux in W/m². Of flares with equal peak flux the one
+    starting first decides. Returns a frame with the columns of :data:`LABEL_COLUMNS`
+    (times as ISO 8601 UTC strings; ``fl_pos_source`` empty when no flare).
     """
     window = parse_duration(window, "window")
     threshold_flux = parse_threshold(threshold)
@@ -136,6 +161,11 @@ def label_times(
     out["peak_flux"] = peak
     out["fl_lon"] = np.where(has, cat["lon"].to_numpy()[idx] if len(cat) else np.nan, np.nan)
     out["fl_lat"] = np.where(has, cat["lat"].to_numpy()[idx] if len(cat) else np.nan, np.nan)
+    if "pos_source" in cat:
+        sources = cat["pos_source"].to_numpy(dtype=str)
+    else:  # a table built by hand: its positions as given
+        sources = np.where(cat["lon"].notna() & cat["lat"].notna(), "catalog", "none")
+    out["fl_pos_source"] = np.where(has, sources[idx] if len(cat) else "", "")
     fl_start = cat["start"].dt.strftime(TIME_FORMAT).to_numpy() if len(cat) else np.array([""])
     out["fl_start"] = np.where(has, fl_start[idx], "")
     out["other_flares"] = _other_flares(cat, lo, hi, largest)
@@ -254,19 +284,31 @@ def make_labels(
     threshold="M1.0",
     images: str | os.PathLike | None = None,
     gap: bool = False,
+    date_order: str | None = None,
+    catalog_span=None,
 ) -> tuple[pd.DataFrame, LabelSummary]:
     """Label every ``cadence`` from ``start`` to ``end`` (UTC) from a GOES catalog.
 
-    ``catalog`` None uses the bundled solar-cycle-24 catalog. With ``images`` (a directory
-    holding ``YYYY/MM/DD/HMI.m...`` files) only times whose image exists are kept, and
-    ``file`` names the file found. ``gap`` drops rows whose window reaches into another
-    quarter. Returns the labels and their summary.
+    ``catalog`` None uses the bundled solar-cycle-24 catalog; ``date_order`` (``"dmy"`` /
+    ``"mdy"``) states how its year-last dates are meant. A period outside the catalog's
+    span (:func:`flarelens.catalog.check_covers`; ``catalog_span`` = (first, last) states
+    it) is refused. With ``images`` (a directory holding ``YYYY/MM/DD/HMI.m...`` files) only
+    times whose image exists are kept, and ``file`` names the file found. ``gap`` drops
+    rows whose window reaches into another quarter. Returns the labels and their summary.
     """
     window_td = parse_duration(window, "window")
-    parse_threshold(threshold)
+    threshold_flux = parse_threshold(threshold)
+    start, end = parse_time(start, "start"), parse_time(end, "end")
+    cat = read_catalog(catalog, date_order=date_order, repair=False)
+    if end >= start:  # else sample_times says so
+        check_covers(cat, start, end, span=catalog_span)
     times = sample_times(start, end, cadence)
-    cat = read_catalog(catalog)
+    cat = repair_positions(cat)
     labels = label_times(times, cat, window_td, threshold)
+    in_windows = cat[(cat["start"] > times[0]) & (cat["start"] < times[-1] + window_td)]
+    positions = position_counts(in_windows)
+    positions_above = position_counts(in_windows[in_windows["peak_flux"] >= threshold_flux * (1 - 1e-12)])
+    logger.debug("flare positions in the labelled windows: %s (>= threshold: %s)", positions, positions_above)
 
     dropped_images = 0
     if images is not None:
@@ -295,26 +337,63 @@ def make_labels(
         per_fold["positives"] = [int(((labels["fold"] == k) & (labels["target"] == 1)).sum()) for k in (1, 2, 3, 4)]
         per_fold["negatives"] = [int(((labels["fold"] == k) & (labels["target"] == 0)).sum()) for k in (1, 2, 3, 4)]
     labels = labels.reset_index(drop=True)
-    summary = LabelSummary(len(labels), per_fold, dropped_images, dropped_gap)
+    summary = LabelSummary(len(labels), per_fold, dropped_images, dropped_gap, positions, positions_above,
+                           flux_to_class(threshold_flux))
     return labels, summary
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a labels.csv written by :func:`make_labels` (or by hand with its columns)."""
+    """Read a labels.csv written by :func:`make_labels` (or by hand with its columns).
+
+    Checks what the later steps rely on, naming the file's line in one-line
+    :class:`FlareLensError` messages: ``timestamp`` readable as UTC times, ``target`` 0 or
+    1, ``fold`` (computed when absent) 1-4.
+    """
     path = Path(path)
     try:
-        labels = pd.read_csv(path, dtype={"goes_class": str, "other_flares": str, "file": str, "fl_start": str}, keep_default_na=False, na_values={"fl_lon": [""], "fl_lat": [""]})
+        labels = pd.read_csv(path, dtype={"goes_class": str, "other_flares": str, "file": str, "fl_start": str,
+                                          "fl_pos_source": str, "timestamp": str},
+                             keep_default_na=False, na_values={"fl_lon": [""], "fl_lat": [""]})
     except FileNotFoundError:
         raise FlareLensError(f"{path}: no such labels file (make one with `flarelens label`)") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise FlareLensError(f"{path}: cannot read labels ({exc})") from None
+    except IsADirectoryError:
+        raise FlareLensError(f"{path}: is a directory, not a labels file") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise FlareLensError(f"{path}: cannot read labels ({' '.join(str(exc).split())})") from None
     missing = [c for c in ("timestamp", "file", "target") if c not in labels.columns]
     if missing:
         raise FlareLensError(f"{path}: missing column(s) {', '.join(missing)}")
-    if "fold" not in labels.columns:
-        labels["fold"] = fold_of(labels["timestamp"])
-    bad = ~labels["target"].isin([0, 1])
-    if bad.any():
+
+    def fail(bad: pd.Series, what: str) -> None:
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise FlareLensError(f"{path}, row {i + 2}: target must be 0 or 1, got {labels['target'].iloc[i]!r}")
+        raise FlareLensError(f"{path}, line {file_lines(path)[i]}: {what(i)}")
+
+    times = pd.to_datetime(labels["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    if times.isna().any():
+        fail(times.isna(), lambda i: f"cannot read timestamp {labels['timestamp'].iloc[i]!r} "
+                                     "(expected ISO 8601 UTC, e.g. 2011-02-15T01:00:00Z)")
+    if "fold" not in labels.columns:
+        labels["fold"] = fold_of(times)
+    target = pd.to_numeric(labels["target"], errors="coerce")
+    bad = ~target.isin([0, 1])
+    if bad.any():
+        fail(bad, lambda i: f"target must be 0 or 1, got {str(labels['target'].iloc[i])!r}")
+    fold = pd.to_numeric(labels["fold"], errors="coerce")
+    bad = ~fold.isin([1, 2, 3, 4])
+    if bad.any():
+        fail(bad, lambda i: f"fold must be 1, 2, 3 or 4, got {str(labels['fold'].iloc[i])!r}")
+    labels["target"], labels["fold"] = target.astype(int), fold.astype(int)
     return labels
+
+
+def file_lines(path: str | os.PathLike) -> np.ndarray:
+    """The line of the file (1-based, header = line 1, blank lines counted) of each data row
+    of a CSV as pandas reads it (blank lines skipped), so messages can point at the file."""
+    lines, previous = [], 0
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        for k, record in enumerate(reader):
+            first, previous = previous + 1, reader.line_num
+            if k and any(cell.strip() for cell in record):
+                lines.append(first)
+    return np.asarray(lines, dtype=np.int64)

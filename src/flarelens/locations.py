@@ -30,7 +30,7 @@ import pandas as pd
 
 from flarelens import geometry, metrics
 from flarelens.errors import FlareLensError
-from flarelens.fileio import atomic_path, write_csv, write_text
+from flarelens.fileio import atomic_path, ensure_dir, write_csv, write_text
 from flarelens.metrics import check_threshold
 from flarelens.predictions import STUDY, as_frames
 
@@ -212,6 +212,14 @@ def format_locations(result: dict, limb: float = LIMB_LONGITUDE) -> str:
     return "\n".join(lines)
 
 
+def check_cell(cell: float) -> float:
+    """A recall-map cell size in degrees: finite, positive and at most 90°."""
+    cell = float(cell)
+    if not (np.isfinite(cell) and 0 < cell <= 90):
+        raise FlareLensError(f"recall-map cell must be between 0 and 90 degrees, got {cell:g}")
+    return cell
+
+
 def cell_index(degrees, cell: float = CELL_DEG) -> np.ndarray:
     """Grid cell of each angle: cell k covers [k·cell, (k+1)·cell] degrees.
 
@@ -348,9 +356,10 @@ def write_locations(
     together), ``recall_map_X.png``, ``recall_map_M.png``.
     """
     threshold = check_threshold(threshold)
+    cell = check_cell(cell)
     frames = as_frames(predictions)
-    out_dir = Path(out_dir)
     result = location_analysis(frames, threshold)
+    out_dir = ensure_dir(out_dir)
     cells = []
     for classes, name, png in RECALL_MAPS:
         table = recall_cells(frames, threshold, classes, cell)

@@ -39,8 +39,10 @@ def setup(quiet: bool = False, verbose: bool = False) -> None:
     handler = _TqdmHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     rank = int(os.environ.get("RANK", "0") or 0)
-    level = logging.WARNING if quiet or rank != 0 else (logging.DEBUG if verbose else logging.INFO)
-    logger.setLevel(level)
+    # The level sits on the terminal handler, not the logger, so that a file handler
+    # (train.log) still records every INFO line under --quiet.
+    handler.setLevel(logging.WARNING if quiet or rank != 0 else (logging.DEBUG if verbose else logging.INFO))
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.addHandler(handler)
     logger.propagate = False
 

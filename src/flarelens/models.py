@@ -13,8 +13,9 @@ for all. Adding a backbone is one registry entry: a function decorated with
 * ``vgg16`` — the study's model: torchvision VGG16 convolutions, 7x7 adaptive average
   pool, classifier 25088-4096-4096-2 with ReLU and dropout; the grayscale image repeated
   to 3 channels.
-* ``alexnet`` — the study's other model: a 1->3 channel 3x3 convolution with ReLU,
-  torchvision AlexNet convolutions, 6x6 pool, classifier 9216-4096-4096-2.
+* ``alexnet`` — a lighter ImageNet backbone (not in the study's code): a 1->3 channel 3x3
+  convolution with ReLU, torchvision AlexNet convolutions, 6x6 pool, classifier
+  9216-4096-4096-2.
 * ``resnet18`` — torchvision ResNet-18 (batch norm), global pool, linear 512-2: a
   mid-sized backbone for CPU experiments.
 * ``simplecnn`` — four 3x3 conv blocks (16-32-64-128 channels, no normalisation, no
@@ -118,7 +119,7 @@ def vgg16() -> FlareNet:
 
 @register("alexnet", imagenet_weights="AlexNet_Weights.IMAGENET1K_V1", min_size=63)
 def alexnet() -> FlareNet:
-    """1->3 conv + ReLU, AlexNet convolutions, 6x6 pool, 9216-4096-4096-2 with dropout (the study's other model)."""
+    """1->3 conv + ReLU, AlexNet convolutions, 6x6 pool, 9216-4096-4096-2 with dropout (a lighter ImageNet backbone)."""
     from torchvision.models import alexnet as tv_alexnet
 
     stem = nn.Sequential(nn.Conv2d(1, 3, kernel_size=3, padding=1), nn.ReLU())

@@ -29,6 +29,7 @@ from flarelens.distributed import resolve_device
 from flarelens.errors import FlareLensError
 from flarelens.labels import read_labels
 from flarelens.progress import bar
+from flarelens.rundir import read_config
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +74,13 @@ def probabilities(
 
 def row_roles(labels: pd.DataFrame, config: dict) -> pd.Series:
     """What each labels row was for the model of ``config``: ``heldout``, ``inner``, ``train``
-    or ``purged`` (:func:`flarelens.folds.row_roles` with the run's settings).
+    or ``purged`` (:func:`flarelens.folds.roles_from_config`: the run's fold, inner block,
+    gap and window; runs made before inner blocks trained on every other-quarter row)."""
+    from flarelens.folds import roles_from_config
 
-    Checkpoints made before inner blocks existed have only a fold: its rows are held out,
-    every other row was a training row.
-    """
-    fold = config.get("fold")
-    if fold not in (1, 2, 3, 4):
-        raise FlareLensError(f"the checkpoint records no fold 1-4 (fold {fold!r}); cannot tell held-out rows")
-    held = labels["fold"].to_numpy() == fold
-    return pd.Series(np.where(held, predictions.HELD_OUT, "train"), index=labels.index, dtype=object)
+    if config.get("fold") not in (1, 2, 3, 4):
+        raise FlareLensError(f"the checkpoint records no fold 1-4 (fold {config.get('fold')!r}); cannot tell held-out rows")
+    return roles_from_config(labels, config).astype(object)
 
 
 def train_base_rate(labels: pd.DataFrame, roles: pd.Series, config: dict) -> tuple[float | None, str]:
@@ -131,6 +129,8 @@ def predict_labels(
                              f"fold {table['fold'].iloc[i]!r} is not 1, 2, 3 or 4")
     dev = resolve_device(device)
     model, config = load_model(checkpoint, device=dev)
+    # config.json beside the checkpoint also holds the run's facts (training base rate).
+    config = {**config, **read_config(checkpoint)}
     roles = row_roles(table, config)
     model_fold = int(config["fold"])
     rate, rate_source = train_base_rate(table, roles, config)
@@ -142,8 +142,9 @@ def predict_labels(
         keep = np.ones(len(table), dtype=bool) if selected == "all" else (roles == selected).to_numpy()
     table, roles = table[keep], roles[keep]
     if table.empty:
+        hint = " (it was trained without an inner block: --inner 0)" if selected == "inner" else ""
         raise FlareLensError(f"{labels if not isinstance(labels, pd.DataFrame) else 'labels'}: no rows selected "
-                             f"({selected}) for this fold-{model_fold} model")
+                             f"({selected}) for this fold-{model_fold} model{hint}")
     seen = int((roles != predictions.HELD_OUT).sum())
     if seen and selected != "inner":
         logger.warning(

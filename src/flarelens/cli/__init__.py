@@ -71,6 +71,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line.
+
+    An error raised in a DataLoader worker comes back carrying the worker's whole
+    traceback in its message; the user needs only its last line, the original message.
+    """
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+        text = last[len(prefix):] if last.startswith(prefix) else last.split(": ", 1)[-1]
+    return " ".join(text.split("\n"))
+
+
 def _command_of(argv: list[str]) -> str | None:
     for arg in argv:
         if arg in COMMANDS:
@@ -94,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     from flarelens import log
 
+    own_process = argv is None  # the console script or `python -m flarelens`: ours to end
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
@@ -106,17 +121,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FlareLensError as exc:
-        print(f"flarelens {args.command}: error: {exc}", file=sys.stderr)
+        print(f"flarelens {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        previous = _ending(own_process, previous)
         print(f"flarelens {args.command}: interrupted", file=sys.stderr)
         return 130
     except _Terminated:
+        previous = _ending(own_process, previous)
         print(f"flarelens {args.command}: terminated (SIGTERM)", file=sys.stderr)
         return 143
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _ending(own_process: bool, previous):
+    """After a first Ctrl-C / SIGTERM the process is on its way out: a second one must not
+    break into the last message or the interpreter's exit with a traceback."""
+    if not own_process:
+        return previous
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        return previous
+    return None
 
 
 if __name__ == "__main__":

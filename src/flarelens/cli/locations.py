@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 from flarelens.predictions import read_predictions
-from flarelens.locations import CELL_DEG, LIMB_LONGITUDE, format_locations, location_analysis, write_locations
+from flarelens.locations import (
+    CELL_DEG, LIMB_LONGITUDE, check_cell, format_locations, location_analysis, write_locations,
+)
 from flarelens.metrics import THRESHOLD
 
 
@@ -39,6 +41,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_cell(args.cell)
     frames = [read_predictions(path) for path in args.predictions]
     if args.out:
         result = write_locations(frames, args.out, args.threshold, cell=args.cell)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flarelens.errors import FlareLensError
 
 
@@ -26,8 +28,8 @@ def register(sub) -> None:
                    help="which labelled rows: the model's held-out fold (default), its inner validation block, or all")
     p.add_argument("--fold", type=int, choices=(1, 2, 3, 4),
                    help="only the rows of this fold (instead of --rows; another fold than the model's is marked as training rows)")
-    p.add_argument("--out", help="output CSV (default with --labels: predictions.csv, inner_predictions.csv with "
-                   "--rows inner; with FILEs: print only)")
+    p.add_argument("--out", help="output CSV (default with --labels: predictions.csv, or inner_predictions.csv with "
+                   "--rows inner, in the checkpoint's directory; with FILEs: print only)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, ... (default: auto)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
@@ -61,7 +63,8 @@ def run(args) -> int:
         raise FlareLensError("give --labels and --images (predictions.csv for a labelled set) or image FILEs")
     frame = predict_labels(args.checkpoint, args.labels, args.images, fold=args.fold, batch_size=args.batch_size,
                            device=args.device, workers=args.workers, rows=args.rows)
-    out = args.out or default_output(args.rows)
+    # beside the checkpoint: the run directory that calibrate, evaluate and report read
+    out = args.out or Path(args.checkpoint).parent / default_output(args.rows)
     predictions.write_predictions(frame, out, frame.attrs["meta"])
     positives = int((frame["flare_prob"] >= 0.5).sum())
     seen = int((frame["role"] != predictions.HELD_OUT).sum())

@@ -10,7 +10,7 @@ Split like captum: algorithms apart from their use and their pictures.
   batched over instances.
 - :mod:`~flarelens.explain.instances`: which predictions to explain, and their images.
 - :mod:`~flarelens.explain.truth`: where the flare was on each image.
-- :mod:`~flarelens.explain.scores`: localisation (mass within r degrees of the flare,
+- :mod:`~flarelens.explain.scores`: localisation (mass near the flare,
   pointing game, against the random-map baseline) and faithfulness (deletion curves).
 - :mod:`~flarelens.explain.storage`: the map files and the settings they were made with.
 - :mod:`~flarelens.explain.summary`: scores.csv and summary.json.

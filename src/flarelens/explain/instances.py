@@ -55,42 +55,34 @@ class Selection:
         return " ".join(parts) or "no filter"
 
 
-def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """predictions.csv (``flarelens predict``) with times parsed; checks the needed columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise FlareLensError(f"{path}: no such predictions file (write one with `flarelens predict`)")
-    try:
-        frame = pd.read_csv(path, keep_default_na=True, dtype={"goes_class": str, "file": str})
-    except Exception as exc:  # noqa: BLE001 - parser errors of any kind are bad input
-        raise FlareLensError(f"{path}: cannot read as CSV ({exc})") from None
-    return normalise_predictions(frame, str(path))
+def load_predictions(predictions: str | os.PathLike | pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The predictions to explain and where they came from (a path, or words for a table).
 
+    Read through :mod:`flarelens.predictions` (the one reader of predictions.csv, the study's
+    formats included), every row whatever its role for the model that scored it: which rows
+    the *explained* checkpoint trained on is :func:`check_held_out`'s question. Every row
+    needs a time and a target (one line naming the first that has none).
+    """
+    from flarelens import predictions as pr
 
-def normalise_predictions(frame: pd.DataFrame, source: str = "predictions") -> pd.DataFrame:
-    """A predictions table with the columns explain needs (missing label columns empty) and
-    times parsed into ``time``; ``source`` names it in error messages."""
-    frame = frame.copy()
-    path = source
-    missing = [c for c in ("timestamp", "file", "flare_prob", "target") if c not in frame.columns]
-    if missing:
-        raise FlareLensError(f"{path}: missing column(s) {', '.join(missing)}; expected the output of `flarelens predict`")
-    for col, default in (("goes_class", ""), ("fl_lon", np.nan), ("fl_lat", np.nan), ("fl_start", "")):
-        if col not in frame.columns:
-            frame[col] = default
-    frame["goes_class"] = frame["goes_class"].fillna("").astype(str)
-    frame["fl_start"] = frame["fl_start"].fillna("").astype(str)
-    times = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
-    bad = times.isna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise FlareLensError(f"{path}, row {row + 2}: cannot read timestamp {frame['timestamp'].iloc[row]!r} (expected ISO 8601 UTC)")
-    frame["time"] = times
-    return frame
+    if isinstance(predictions, pd.DataFrame):
+        frame = pr.normalise(predictions, rows="any")
+        source = str(frame.attrs.get("path") or "the predictions table")
+    else:
+        frame = pr.read_predictions(predictions, rows="any")
+        source = str(predictions)
+    pr.require_times(frame)
+    missing = frame["target"].isna().to_numpy()
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise FlareLensError(f"{source}, {pr.line_of(i)}: no target (0/1); explain needs each row's label "
+                             "(predictions of `flarelens predict`, or the study's fold files)")
+    frame["target"] = frame["target"].astype(int)
+    return frame, source
 
 
 def select_instances(pred: pd.DataFrame, selection: Selection) -> pd.DataFrame:
-    """The rows of ``pred`` (see :func:`read_predictions`) that ``selection`` keeps.
+    """The rows of ``pred`` (see :func:`load_predictions`) that ``selection`` keeps.
 
     Adds the columns ``flare_class``, ``outcome`` and ``position`` used by the filters.
     """
@@ -154,38 +146,45 @@ def row_folds(frame: pd.DataFrame) -> np.ndarray:
     quarters = fold_of(frame["time"] if "time" in frame.columns else frame["timestamp"])
     if "fold" not in frame.columns:
         return quarters
-    given = pd.to_numeric(frame["fold"], errors="coerce").to_numpy(dtype=float)
+    given = pd.to_numeric(frame["fold"], errors="coerce").astype("Float64").to_numpy(dtype=float, na_value=np.nan)
     return np.where(np.isfinite(given), given, quarters).astype(int)
 
 
-def training_rows(frame: pd.DataFrame, model_fold) -> np.ndarray:
-    """True for the rows of ``frame`` a model trained for fold ``model_fold`` may have seen
-    in training: every row outside its held-out quarter (its training quarters, and within
-    them the inner validation block that chose its epoch)."""
-    if model_fold is None:
-        return np.ones(len(frame), dtype=bool)
-    return row_folds(frame) != int(model_fold)
+def row_roles_for(frame: pd.DataFrame, config: dict) -> np.ndarray:
+    """Each row's role for the checkpoint whose training configuration is ``config``:
+    ``heldout`` (its validation fold), ``train``, ``inner`` (the inner block that chose its
+    epoch) or ``purged`` (:func:`flarelens.folds.roles_from_config`)."""
+    from flarelens.folds import roles_from_config
+
+    rows = pd.DataFrame({"timestamp": frame["time"].to_numpy(), "fold": row_folds(frame)})
+    return roles_from_config(rows, config).to_numpy()
 
 
-def check_held_out(frame: pd.DataFrame, model_fold, checkpoint: str, allow: bool = False) -> np.ndarray:
-    """The training-row mask of :func:`training_rows`; refuses any such row unless ``allow``.
+def check_held_out(frame: pd.DataFrame, config: dict, checkpoint: str, allow: bool = False) -> np.ndarray:
+    """True for the rows of ``frame`` the checkpoint (training configuration ``config``) was
+    not held out from: its training quarters, the inner block that chose its epoch included.
 
-    The error is one line naming the checkpoint's fold, how many selected rows are
-    training rows and the first of them.
+    Refuses any such row with one line naming the checkpoint's fold unless ``allow``. A
+    checkpoint recording no fold may have seen any row.
     """
-    mask = training_rows(frame, model_fold)
-    if mask.any() and not allow:
-        if model_fold is None:
+    if config.get("fold") is None:
+        if not allow:
             raise FlareLensError(f"{checkpoint} records no validation fold, so any row may be one it trained on; "
                                  "pass --allow-training-rows to explain them anyway, marked as training data")
-        k = int(model_fold)
+        return np.ones(len(frame), dtype=bool)
+    roles = row_roles_for(frame, config)
+    mask = roles != "heldout"
+    if mask.any() and not allow:
+        k = int(config["fold"])
         first = int(np.flatnonzero(mask)[0])
         others = ", ".join(str(f) for f in (1, 2, 3, 4) if f != k)
+        kinds = ", ".join(f"{int((roles == r).sum())} {r}" for r in ("train", "inner", "purged") if (roles == r).any())
         raise FlareLensError(
-            f"{int(mask.sum())} of the {len(frame)} selected rows are training rows of {checkpoint}: it is the fold-{k} "
-            f"model (validated on fold {k}, trained on folds {others}) and e.g. {frame['timestamp'].iloc[first]} is "
-            f"in fold {row_folds(frame.iloc[[first]])[0]}; explain fold-{k} rows (`flarelens predict --fold {k}`) "
-            "or pass --allow-training-rows to explain them marked as training data"
+            f"{int(mask.sum())} of the {len(frame)} selected rows are not held out from {checkpoint} ({kinds}): it is "
+            f"the fold-{k} model (validated on fold {k}, trained on folds {others}) and e.g. "
+            f"{frame['timestamp'].iloc[first]} is in fold {row_folds(frame.iloc[[first]])[0]}; explain fold-{k} rows "
+            "(`flarelens predict --fold "
+            f"{k}`) or pass --allow-training-rows to explain them marked as training data"
         )
     return mask
 
@@ -194,13 +193,6 @@ def _utc(value, what) -> pd.Timestamp:
     from flarelens.labels import parse_time
 
     return parse_time(value, what)
-
-
-def stem_of(row) -> str:
-    """Output name of an instance: its image name without extension (HMI.mYYYY.MM.DD_HH.MM.SS)."""
-    from flarelens.images import image_relpath
-
-    return Path(image_relpath(row["time"], "")).name
 
 
 def image_path(root: Path, row, source: str = "predictions") -> Path:
@@ -221,6 +213,10 @@ def image_path(root: Path, row, source: str = "predictions") -> Path:
 def load_images(root: Path, rows: pd.DataFrame, image_size: int | None) -> tuple[torch.Tensor, list[int]]:
     """(B, 1, S, S) uint8 images of ``rows`` resized as for training, and their file sizes (px)."""
     from flarelens.data import read_image, resize_image
+    from flarelens.pack import is_pack, read_images
+
+    if is_pack(root):
+        return read_images(root, rows["file"], image_size)
 
     images, sizes = [], []
     for _, row in rows.iterrows():

@@ -39,8 +39,8 @@ from flarelens.errors import FlareLensError
 from flarelens.explain import render, scores, storage, truth
 from flarelens.explain.attributions import Attributor, find_layer, last_conv_name, module_name
 from flarelens.explain.instances import (
-    Selection, background_rows, check_held_out, draw_background, load_images, normalise_predictions,
-    nothing_selected, read_predictions, select_instances,
+    Selection, background_rows, check_held_out, draw_background, load_images, load_predictions, nothing_selected,
+    select_instances,
 )
 from flarelens.explain.methods import METHODS, NEUTRAL, needs_background
 from flarelens.explain.summary import json_safe, score_table, summarise
@@ -146,10 +146,7 @@ def explain_instances(
         raise FlareLensError("nothing selected: no instance to explain")
     device = torch.device(settings.device)
     if image_size is None:
-        if frame.empty:
-            image_size = 0
-        else:
-            image_size = int(load_images(root, frame.iloc[:1], None)[0].shape[-1])
+        image_size = int(load_images(root, frame.iloc[:1], None)[0].shape[-1])
 
     layer = settings.layer or default_layer(model)
     find_layer(model, layer)  # a wrong name fails before anything is written
@@ -161,7 +158,7 @@ def explain_instances(
     maps_dir, overlay_dir = out / "maps", out / "overlays"
     maps_dir.mkdir(parents=True, exist_ok=True)
     stems = [storage.stem_of(row) for _, row in frame.iterrows()]
-    pending = [i for i, s in enumerate(stems) if not storage.is_done(maps_dir / f"{s}.npz", methods)]
+    pending = [i for i, s in enumerate(stems) if not storage.is_done(storage.map_path(maps_dir, s), methods)]
 
     attributor = None
     if pending:
@@ -193,7 +190,7 @@ def explain_instances(
     write_csv(table, files["scores"])
     write_text(json.dumps(json_safe(summary), indent=1) + "\n", files["summary"])
 
-    if settings.comparison_rows > 0 and len(frame):
+    if settings.comparison_rows > 0:
         # Spread over the selection (time order), so one figure spans the period.
         picks = np.unique(np.linspace(0, len(frame) - 1, min(settings.comparison_rows, len(frame))).round().astype(int))
         panels = []
@@ -305,14 +302,15 @@ def explain(
 ) -> ExplainResult:
     """Explain a checkpoint's predictions: the whole ``flarelens explain`` step as one call.
 
-    Loads the model of ``checkpoint`` (on ``settings.device``; ``"auto"`` picks CUDA when
-    available), selects rows of ``predictions`` (a predictions.csv or its table), draws the
+    Loads the model of ``checkpoint`` (on ``settings.device``, resolved by
+    :func:`flarelens.distributed.resolve_device`: ``"auto"`` picks CUDA when available), selects rows of ``predictions`` (a predictions.csv or its table), draws the
     Deep SHAP background from the non-flaring rows of ``labels`` outside the checkpoint's
     validation fold (or, without ``labels``, from unselected non-flaring predictions), reads
     simulate's ground truth from ``regions`` (default: ``images/regions.csv`` when present),
     and writes maps, figures and scores under ``out`` (see the module docstring).
 
-    Rows the checkpoint trained on (outside its validation fold, ``config["fold"]``) are
+    Rows the checkpoint was not held out from (outside its validation fold
+    ``config["fold"]``: training rows and the inner block that chose its epoch) are
     refused with one line unless ``allow_training_rows``; then they are explained and every
     output marks them as training data. A selection that keeps nothing is refused too.
     """
@@ -321,15 +319,15 @@ def explain(
     settings = settings or ExplainSettings()
     selection = selection or Selection(threshold=settings.threshold)
     check_settings(settings)
-    pred = normalise_predictions(predictions) if isinstance(predictions, pd.DataFrame) else read_predictions(predictions)
-    source = "the predictions table" if isinstance(predictions, pd.DataFrame) else str(predictions)
+    pred, source = load_predictions(predictions)
     frame = select_instances(pred, selection)
     if frame.empty:
         raise nothing_selected(pred, selection, source)
-    if settings.device == "auto":
-        settings = dataclasses.replace(settings, device="cuda" if torch.cuda.is_available() else "cpu")
+    from flarelens.distributed import resolve_device
+
+    settings = dataclasses.replace(settings, device=str(resolve_device(settings.device)))
     model, config = load_model(checkpoint, device=settings.device)
-    frame["training_data"] = check_held_out(frame, config.get("fold"), str(checkpoint), allow_training_rows)
+    frame["training_data"] = check_held_out(frame, config, str(checkpoint), allow_training_rows)
     logger.info("%d of %d predictions selected", len(frame), len(pred))
     if frame["training_data"].any():
         logger.warning("%d selected instance(s) are rows the model trained on: every output marks them as "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def read_map(path: Path, methods=()) -> dict:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise FlareLensError(f"{path}: map file missing; run explain again to make it") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
         raise FlareLensError(f"{path}: damaged map file ({type(exc).__name__}: {exc}); "
                              "delete it and run explain again to make it anew") from None
     missing = [k for k in REQUIRED + tuple(f"{p}_{m}" for m in methods for p in ("map", "delta")) if k not in arrays]

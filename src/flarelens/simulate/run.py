@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from flarelens import geometry
-from flarelens.catalog import bundled_catalog_path, flux_to_class, read_catalog
+from flarelens.catalog import bundled_catalog_path, check_covers, flux_to_class, read_catalog
 from flarelens.errors import FlareLensError
 from flarelens.fileio import atomic_path, write_csv
 from flarelens.images import byte_scale, image_relpath
@@ -157,6 +157,7 @@ def simulate(start, end, cadence="1h", size: int = 512, out="simulated", seed: i
         raise FlareLensError(f"--out {out}: exists and is not a directory")
     digest = _catalog_digest(catalog)
     cat = read_catalog(catalog)
+    check_covers(cat, times[0], times[-1])
     out.mkdir(parents=True, exist_ok=True)
     settings = {"simulator_version": SIMULATOR_VERSION, "seed": int(seed), "size": int(size), "catalog_sha256": digest}
     check_same_settings(out / "simulate.json", settings, what="images simulated",
