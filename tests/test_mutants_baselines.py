@@ -45,6 +45,8 @@ def test_first_flare_of_the_catalog_at_exactly_the_threshold_counts(catalog):
     times = ["2011-01-02 06:00", "2011-01-02 23:59", "2011-01-03 06:00"]
     assert baselines.persistence_state(times, catalog).tolist() == [True, True, False]
     assert baselines.persistence_state(times, catalog, window="36h").tolist() == [True, True, True]
+    # The span follows the window: 2011-01-05 18:00 is told with 36 h, refused with 24 h.
+    assert baselines.persistence_state(["2011-01-05 18:00"], catalog, window="36h").tolist() == [False]
     assert baselines.persistence_state(times, catalog, flare_class="M1.1").tolist() == [False] * 3
 
 

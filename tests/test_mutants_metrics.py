@@ -52,8 +52,9 @@ def test_bss_of_a_single_instance_and_undefined_without_reference_error():
 
 
 def test_forecasts_given_are_counted_instead_of_the_threshold():
-    c = metrics.counts([1, 0, 1, 0], [0.9, 0.9, 0.1, 0.1], forecast=[False, True, True, False])
-    assert (c.tp, c.fp, c.tn, c.fn) == (1, 1, 1, 1)
+    c = metrics.counts([1, 0, 1, 0], [0.9, 0.9, 0.1, 0.1], forecast=[True, True, True, True])
+    assert (c.tp, c.fp, c.tn, c.fn) == (2, 2, 0, 0)
+    assert metrics.skill_scores([1, 0], [0.9, 0.7], threshold=0.8) == (1.0, 1.0)
 
 
 def test_error_messages_name_the_problem():
@@ -107,6 +108,7 @@ def test_auc_terms_block_count_given_and_empty():
     S, P, N = metrics.auc_terms([], [])
     assert S.shape == (1, 1) and P.tolist() == [0] and N.tolist() == [0]
     assert metrics.auc([], []) is None
+    assert metrics.auc([0, 0], [0.1, 0.2]) is None and metrics.auc([1, 1], [0.1, 0.2]) is None
 
 
 def test_roc_curve_ends_and_thinning(strict):
@@ -137,3 +139,5 @@ def test_reliability_bin_edges():
     rel = metrics.reliability([0, 1, 1], [0.05, 0.95, 1.0], bins=4)
     assert rel["bin_low"] == [0.0, 0.25, 0.5, 0.75] and rel["bin_high"] == [0.25, 0.5, 0.75, 1.0]
     assert rel["count"] == [1, 0, 0, 2] and rel["observed"] == [0.0, None, None, 1.0]
+    low = metrics.reliability([1], [0.05], bins=4)  # the top bins empty: still 4 bins
+    assert low["count"] == [1, 0, 0, 0] and low["mean_prob"] == [0.05, None, None, None]
