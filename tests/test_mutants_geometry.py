@@ -76,7 +76,7 @@ def test_scalar_calls_give_python_floats():
 
 
 def test_ephemeris_keeps_the_shape_and_only_l0_wraps():
-    times = pd.date_range("2010-01-01", periods=6, freq="400D", tz="UTC").values.reshape(2, 3)
+    times = pd.date_range("2010-01-01", periods=6, freq="400D", tz="UTC").tz_convert(None).to_numpy().reshape(2, 3)
     eph = geometry.ephemeris(times)
     for v in (eph.b0, eph.angular_radius, eph.l0, eph.distance):
         assert v.shape == (2, 3)
