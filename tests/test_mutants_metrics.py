@@ -141,3 +141,4 @@ def test_reliability_bin_edges():
     assert rel["count"] == [1, 0, 0, 2] and rel["observed"] == [0.0, None, None, 1.0]
     low = metrics.reliability([1], [0.05], bins=4)  # the top bins empty: still 4 bins
     assert low["count"] == [1, 0, 0, 0] and low["mean_prob"] == [0.05, None, None, None]
+    assert low["observed"] == [1.0, None, None, None]
