@@ -254,3 +254,14 @@ def test_great_circle_against_the_spherical_law_of_cosines():
     # Symmetric, and NaN where a position is unknown.
     assert np.allclose(geometry.great_circle(lon2, lat2, lon1, lat1), got)
     assert np.isnan(geometry.great_circle(np.nan, 0.0, 0.0, 0.0))
+
+
+def test_rotation_rate_takes_a_column_of_objects_with_unknowns():
+    import pandas as pd
+
+    from flarelens.geometry import rotation_rate
+
+    rates = rotation_rate(pd.Series([10.0, None, "20"], dtype=object))
+    assert np.isnan(rates[1])
+    assert rates[0] == pytest.approx(rotation_rate(10.0)) and rates[2] == pytest.approx(rotation_rate(20.0))
+    assert rates[0] > rates[2]  # the equator rotates faster
