@@ -652,6 +652,20 @@ def test_amp_resolution():
         resolve_amp("fp16", cpu)
 
 
+@pytest.mark.parametrize("caps, expected", [({"avx512_bf16": True}, True), ({"amx_bf16": 1}, True),
+                                            ({"avx512_bf16": False, "avx2": True}, False), ({}, False), (None, False)])
+def test_cpu_has_bf16_reads_the_cpu_capabilities(monkeypatch, caps, expected):
+    from flarelens.train import cpu_has_bf16
+
+    def capabilities():
+        if caps is None:
+            raise RuntimeError("no capability query on this platform")
+        return caps
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", capabilities)
+    assert cpu_has_bf16() is expected
+
+
 def test_bf16_and_fp32_training_agree_roughly(toy_dataset, tmp_path):
     root, _, labels_path = toy_dataset
     kw = dict(epochs=1, inner=0, select="last")

@@ -296,7 +296,9 @@ def rotation_rate(lat, model: str = "howard"):
     if model not in ROTATION_MODELS:
         raise ValueError(f"rotation model must be one of {sorted(ROTATION_MODELS)}, got {model!r}")
     a, b, c = ROTATION_MODELS[model]
-    s2 = np.sin(np.radians(lat)) ** 2
+    # float first: a pandas column of objects (None for unknown) has no sine
+    s2 = np.sin(np.radians(pd.to_numeric(np.asarray(lat, dtype=object).ravel(), errors="coerce")
+                           .reshape(np.shape(lat)).astype(float))) ** 2
     return (a + b * s2 + c * s2**2) * _URAD_PER_S_TO_DEG_PER_DAY
 
 
