@@ -510,6 +510,9 @@ def test_a_diverging_run_stops_with_an_error_and_keeps_the_last_good_checkpoint(
     assert ckpt["epoch"] == 1 and load_checkpoint(out / "best.pt")["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert len(pd.read_csv(out / "history.csv")) == 1
+    # recorded where the report looks, so the page warns about the run
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["status"] == "diverged" and recorded["diverged_epoch"] == 2
 
 
 def test_a_huge_learning_rate_fails_at_once_without_a_checkpoint(toy_dataset, tmp_path, capsys):

@@ -27,7 +27,6 @@ from flarelens import bootstrap, metrics
 from flarelens.errors import FlareLensError
 from flarelens.metrics import check_threshold
 from flarelens.predictions import CALIBRATED, HELD_OUT, INNER, INNER_NAME, as_frames
-from flarelens.predictions import read_predictions  # noqa: F401 - until report reads through flarelens.predictions
 
 logger = logging.getLogger(__name__)
 

@@ -96,7 +96,8 @@ HISTORY_COLUMNS = [
 RESUMABLE_CHANGES = {"epochs", "labels", "images", "out", "resume", "device", "workers", "threads", "cache", "compile", "progress"}
 
 #: Facts of a run stored beside its settings in config.json and the checkpoints (not settings).
-RUN_FACTS = ("class_weights", "train_base_rate", "rows", "recipe_overrides", "flarelens_version")
+RUN_FACTS = ("class_weights", "train_base_rate", "rows", "recipe_overrides", "flarelens_version", "status",
+             "diverged_epoch")
 
 
 @dataclass
@@ -678,7 +679,7 @@ def _train(cfg: TrainConfig, procs: distributed.Processes, run: RunDir, resume_s
         lr = optimizer.param_groups[0]["lr"]
         trained, train_time = train_one_epoch(net, data.train_loader, step, optimizer, scaler, procs, cfg.threshold,
                                               progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        _stop_if_diverged(trained, model, epoch + 1, run, best)
+        _stop_if_diverged(trained, model, epoch + 1, run, best, record=procs.main)
         inner, inner_time = evaluate_epoch(net, data.inner_loader, step, procs, cfg.threshold)
         validated, val_time = evaluate_epoch(net, data.val_loader, step, procs, cfg.threshold)
 
@@ -788,12 +789,18 @@ def _log_setup(cfg, config, train_rows, inner_rows, val_rows, instances, device,
     )
 
 
-def _stop_if_diverged(counts: EpochCounts, model, epoch: int, run: RunDir, best: dict) -> None:
-    """Stop with one clear error when the epoch's loss or weights are not finite (nothing is saved)."""
+def _stop_if_diverged(counts: EpochCounts, model, epoch: int, run: RunDir, best: dict, record: bool = True) -> None:
+    """Stop with one clear error when the epoch's loss or weights are not finite (nothing is saved).
+
+    config.json records ``"status": "diverged"`` (and the epoch), so that the report warns
+    about the run; a later successful ``--resume`` writes config.json afresh.
+    """
     finite = math.isfinite(counts.loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters())
     if finite:
         return
     kept = f"{run.last} keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written"
+    if record and run.config.is_file():
+        run.write_config({**run.read_config(), "status": "diverged", "diverged_epoch": epoch})
     raise FlareLensError(
         f"epoch {epoch}: training diverged (loss {counts.loss:.4g}, weights not finite); stopped without saving it, "
         f"{kept}; try a lower --lr"
