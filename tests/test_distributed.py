@@ -45,7 +45,14 @@ def _run(cmd, env):
     return proc
 
 
-def test_two_gloo_processes_give_the_metrics_of_one(toy_dataset, tmp_path):
+@pytest.mark.parametrize("augment", [
+    "none",
+    pytest.param("study", marks=pytest.mark.xfail(
+        reason="open: with the study augmentation the 2-process run drifts from the 1-process one "
+               "(~1.5 % in loss by epoch 4, weights up to 3e-3) since rotations use rotate_nearest; "
+               "the items are identical either way (checked), the cause is not yet found", strict=False)),
+])
+def test_two_gloo_processes_give_the_metrics_of_one(toy_dataset, tmp_path, augment):
     root, labels, _ = toy_dataset
     # An odd number of validation rows: shards of 8 and 7, so padding would show as a duplicate.
     labels = labels.drop(index=labels.index[labels["fold"] == 1][0])
@@ -56,7 +63,7 @@ def test_two_gloo_processes_give_the_metrics_of_one(toy_dataset, tmp_path):
     # No batch norm or dropout (simplecnn), fp32: 2 ranks x 4 images average to the gradient of 1 x 8.
     args = ["train", "--labels", str(labels_path), "--images", str(root), "--model", "simplecnn",
             "--image-size", "64", "--epochs", "4", "--batch-size", "8", "--optimizer", "adam", "--lr", "1e-3",
-            "--amp", "off", "--no-progress", "--inner", "0", "--select", "last"]
+            "--amp", "off", "--no-progress", "--inner", "0", "--select", "last", "--augment", augment]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable, "-m", "flarelens", *args, "--out", str(one)], env)
