@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from flarelens.errors import FlareLensError
@@ -176,15 +177,29 @@ def _explain(out: Path, config: DemoConfig, pred_files: list[Path], images: Path
 
     result = explain(
         checkpoint=out / f"fold{config.folds[0]}" / "best.pt",
-        predictions=pred_files[0],
+        predictions=spread_instances(pred_files[0], config.explain_limit),
         images=images,
         out=explain_dir,
-        selection=Selection(classes=["X", "M"], limit=config.explain_limit),
+        selection=Selection(classes=["X", "M"]),
         settings=ExplainSettings(methods=tuple(config.explain_methods), seed=config.seed),
         labels=out / "labels.csv",
         progress=progress,
     )
     return result
+
+
+def spread_instances(predictions_csv: Path, limit: int) -> pd.DataFrame:
+    """X/M-class rows to explain: half central, half near-limb, each spread evenly over the
+    quarter (the first rows in time would all come from a few days and, near the limb,
+    mostly from sources still behind the east limb)."""
+    raw = pd.read_csv(predictions_csv)
+    flaring = raw[raw["goes_class"].fillna("").astype(str).str[:1].str.upper().isin(["X", "M"])]
+    limb = flaring["fl_lon"].abs() > 70
+    parts = []
+    for part, n in ((flaring[~limb & flaring["fl_lon"].notna()], limit - limit // 2), (flaring[limb], limit // 2)):
+        if len(part):
+            parts.append(part.iloc[np.unique(np.linspace(0, len(part) - 1, min(n, len(part))).round().astype(int))])
+    return pd.concat(parts).sort_values("timestamp") if parts else flaring.head(0)
 
 
 def _history_complete(run: Path, epochs: int) -> bool:
