@@ -74,3 +74,20 @@ def test_demo_refuses_bad_settings_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
     # the corrected command is then accepted (nothing invalid was recorded)
     assert not (tmp_path / "d" / "demo.json").exists()
+
+
+def test_explained_instances_are_half_central_half_limb_spread_in_time(tmp_path):
+    import pandas as pd
+
+    from flarelens.demo import spread_instances
+
+    times = pd.date_range("2012-01-01", periods=40, freq="12h", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    lon = [10.0 if i % 4 else 80.0 for i in range(40)]  # 30 central, 10 near-limb
+    cls = ["M1.0" if i % 5 else "C2.0" for i in range(40)]
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"timestamp": times, "fl_lon": lon, "goes_class": cls}).to_csv(path, index=False)
+    picked = spread_instances(path, 8)
+    assert (picked["goes_class"].str[0] == "M").all() and list(picked["timestamp"]) == sorted(picked["timestamp"])
+    assert (picked["fl_lon"].abs() > 70).sum() == 4 and (picked["fl_lon"].abs() <= 70).sum() == 4
+    central = picked[picked["fl_lon"].abs() <= 70]["timestamp"]
+    assert central.iloc[0] < "2012-01-05" and central.iloc[-1] > "2012-01-15"  # spread, not the first four
