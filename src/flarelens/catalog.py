@@ -442,8 +442,8 @@ def check_covers(catalog: pd.DataFrame, start, end, span=None) -> None:
     """Refuse (one-line :class:`FlareLensError`) a period ``start``..``end`` (UTC) that reaches
     outside the span of ``catalog`` (:func:`catalog_span`, or ``span``, a (first, last) pair
     stated by the user): every label there would be negative for want of flares."""
-    first, last = (catalog_span(catalog) if span is None else tuple(_utc(t) for t in span))
-    start, end = _utc(start), _utc(end)
+    first, last = (catalog_span(catalog) if span is None else tuple(parse_time(t) for t in span))
+    start, end = parse_time(start), parse_time(end)
     if start >= first and end <= last:
         return
     name = catalog.attrs.get("name", "the catalog")
@@ -455,11 +455,12 @@ def check_covers(catalog: pd.DataFrame, start, end, span=None) -> None:
     )
 
 
-def _utc(value) -> pd.Timestamp:
+def parse_time(value, what: str = "time") -> pd.Timestamp:
+    """A UTC timestamp from a string (ISO 8601, ``YYYY-MM-DD[ HH:MM[:SS]]``) or datetime."""
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError):
-        raise FlareLensError(f"cannot read time {value!r} (expected e.g. 2011-02-15 or 2011-02-15T01:00)") from None
+        raise FlareLensError(f"cannot read {what} {value!r} (expected e.g. 2011-02-15 or 2011-02-15T01:00)") from None
     if stamp is pd.NaT:
-        raise FlareLensError(f"cannot read time {value!r}")
+        raise FlareLensError(f"cannot read {what} {value!r}")
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

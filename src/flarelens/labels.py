@@ -27,6 +27,7 @@ from flarelens.catalog import (
     check_covers,
     flux_to_class,
     parse_threshold,
+    parse_time,
     position_counts,
     read_catalog,
     repair_positions,
@@ -51,17 +52,6 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 def fold_of(times) -> np.ndarray:
     """Fold (1-4) of each UTC time: the quarter of the year it falls in."""
     return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).quarter.to_numpy().astype(int)
-
-
-def parse_time(value, what: str = "time") -> pd.Timestamp:
-    """A UTC timestamp from a string (ISO 8601, ``YYYY-MM-DD[ HH:MM[:SS]]``) or datetime."""
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise FlareLensError(f"cannot read {what} {value!r} (expected e.g. 2011-02-15 or 2011-02-15T01:00)") from None
-    if stamp is pd.NaT:
-        raise FlareLensError(f"cannot read {what} {value!r}")
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def parse_duration(value, what: str = "duration") -> pd.Timedelta:
