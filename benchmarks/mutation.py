@@ -21,6 +21,7 @@ Needs mutmut (``pip install mutmut``; the scores in docs/mutation.md come from 3
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -169,8 +170,28 @@ EXPLAINED = {
 _DTYPE = re.compile(r"(dtype=)?(float|np\.int64|np\.float64|bool|int)")
 
 
-def classify(diff: str) -> str:
-    """The class (a key of EXPLAINED, or "open") of one mutant from its unified diff."""
+_STRING = re.compile(r"""[rbfuRBFU]*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")
+_LOG = {"debug", "info", "warning", "error", "exception", "critical", "warn"}
+
+
+def message_lines(source: str) -> set[int]:
+    """Line numbers inside a ``raise`` statement or a logging/warnings call of ``source``."""
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        call_to_log = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                       and node.func.attr in _LOG and isinstance(node.func.value, ast.Name)
+                       and node.func.value.id in {"logger", "log", "logging", "warnings"})
+        if isinstance(node, ast.Raise) or call_to_log:
+            lines.update(range(node.lineno, node.end_lineno + 1))
+    return lines
+
+
+def classify(diff: str, sources: list[str] = ()) -> str:
+    """The class (a key of EXPLAINED, or "open") of one mutant from its unified diff.
+
+    ``sources``: the texts of the mutated files; with them, a change to a string literal on
+    a continuation line of a raise or logging call also counts as a message.
+    """
     old = [ln[1:] for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
     new = [ln[1:] for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
     if len(old) != 1 or len(new) != 1:
@@ -178,6 +199,10 @@ def classify(diff: str) -> str:
     a, b = old[0].strip(), new[0].strip()
     if a.startswith("raise ") or re.match(r"(logger|log|warnings)\.\w+\(", a):
         return "message"
+    if sources and _STRING.sub('""', a) == _STRING.sub('""', b):
+        where = [(i + 1, src) for src in sources for i, ln in enumerate(src.splitlines()) if ln.strip() == a]
+        if where and all(n in message_lines(src) for n, src in where):
+            return "message"
     if "np.errstate(" in a:
         return "errstate"
     # The old line with one dtype argument replaced by None or dropped gives the new line?
@@ -198,9 +223,10 @@ def survivors_markdown(names: list[str]) -> str:
         alive = sorted(m for m, s in st.items() if s not in KILLED)
         out.append(f"\n### {n}: {len(st) - len(alive)}/{len(st)} killed\n")
         shown = diffs(n, alive)
+        sources = [(ROOT / f).read_text() for f in MODULES[n][0]]
         for m in alive:
             diff = shown.get(m, "")
-            kind = classify(diff)
+            kind = classify(diff, sources)
             changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
             out.append(f"- `{m}` ({st[m]}): **{kind}**"
                        + "".join(f"\n  `{ln.strip()[:150]}`" for ln in changed))
