@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -154,10 +156,35 @@ def statuses(name: str) -> dict[str, str]:
 
 
 def score(name: str) -> tuple[int, int, list[str]]:
-    """(killed, total, names of mutants not killed) from the cached results."""
-    st = statuses(name)
+    """(killed, total, names of mutants not killed) from the cached results; mutants not run
+    (after ``--sample``) count in neither."""
+    st = {m: s for m, s in statuses(name).items() if s != "not checked"}
     alive = sorted(m for m, s in st.items() if s not in KILLED)
     return len(st) - len(alive), len(st), alive
+
+
+def sample(name: str, n: int, seed: int) -> list[str]:
+    """``n`` mutant names of module ``name`` not yet run, drawn at random.
+
+    On a first run mutmut is started once with a pattern that names no mutant: that
+    generates the mutants and maps tests to functions without testing any mutant.
+    """
+    work = workdir(name)
+    if not (work / "mutants").is_dir():
+        mutmut(work, "run", "flarelens.no_such_function_*", capture=True)
+    untried = sorted(m for m, s in statuses(name).items() if s == "not checked")
+    rng = random.Random(seed)
+    return rng.sample(untried, min(n, len(untried)))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> str:
+    """The 95 % Wilson score interval of a proportion k/n, in percent."""
+    if n == 0:
+        return "undefined"
+    p = k / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return f"{100 * (mid - half):.1f}-{100 * (mid + half):.1f} %"
 
 
 # Why a surviving mutant is not a missed bug: its class, from the diff. Anything else is "open".
@@ -219,7 +246,7 @@ def survivors_markdown(names: list[str]) -> str:
     """Markdown list of every mutant not killed, with its class and its changed line."""
     out = []
     for n in names:
-        st = statuses(n)
+        st = {m: s for m, s in statuses(n).items() if s != "not checked"}
         alive = sorted(m for m, s in st.items() if s not in KILLED)
         out.append(f"\n### {n}: {len(st) - len(alive)}/{len(st)} killed\n")
         shown = diffs(n, alive)
@@ -242,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retest", action="store_true", help="run the mutants not killed again (after editing tests)")
     parser.add_argument("--markdown", metavar="FILE", help="write every not-killed mutant, classified, to FILE")
     parser.add_argument("--max-children", type=int, default=2, help="parallel test processes (default 2)")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="run only N mutants drawn at random (without replacement) from those not yet run; "
+                             "the score is then an estimate, printed with its 95 %% Wilson interval")
+    parser.add_argument("--seed", type=int, default=14, help="seed of --sample's draw (default 14)")
     args = parser.parse_args(argv)
     names = args.modules or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
@@ -266,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             # mutmut keeps a verdict until the test selection or its settings change; --retest
             # names the mutants not killed so that an edited test file is tried on them again.
             again = score(n)[2] if args.retest and (work / "mutants").is_dir() else []
+            if args.sample:
+                again = sample(n, args.sample, args.seed)
             done = mutmut(work, "run", "--max-children", str(args.max_children), *again, capture=True)
             log.write_text(done.stdout + done.stderr)
             if done.returncode != 0:
@@ -279,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         total_killed += killed
         total += count
         pct = 100 * killed / count if count else float("nan")
-        print(f"{n:10s} {killed:4d}/{count:<4d} killed ({pct:5.1f} %)  not killed: {len(alive)}", flush=True)
+        untried = sum(1 for s in statuses(n).values() if s == "not checked")
+        note = f"  ({untried} not run: a sample; 95 % interval {wilson(killed, count)})" if untried else ""
+        print(f"{n:10s} {killed:4d}/{count:<4d} killed ({pct:5.1f} %)  not killed: {len(alive)}{note}", flush=True)
         if args.survivors:
             for m in alive:
                 print(mutmut(workdir(n), "show", m, capture=True).stdout)
