@@ -159,6 +159,9 @@ def score(name: str) -> tuple[int, int, list[str]]:
     """(killed, total, names of mutants not killed) from the cached results; mutants not run
     (after ``--sample``) count in neither."""
     st = {m: s for m, s in statuses(name).items() if s != "not checked"}
+    drawn = sampled(name)
+    if drawn is not None:
+        st = {m: s for m, s in st.items() if m in drawn}
     alive = sorted(m for m, s in st.items() if s not in KILLED)
     return len(st) - len(alive), len(st), alive
 
@@ -174,7 +177,19 @@ def sample(name: str, n: int, seed: int) -> list[str]:
         mutmut(work, "run", "flarelens.no_such_function_*", capture=True)
     untried = sorted(m for m, s in statuses(name).items() if s == "not checked")
     rng = random.Random(seed)
-    return rng.sample(untried, min(n, len(untried)))
+    drawn = rng.sample(untried, min(n, len(untried)))
+    # The score of a sampled module is computed over the drawn mutants only: mutmut runs
+    # the fastest first, so the others it may have run are no random sample.
+    record = work / "sample.json"
+    before = json.loads(record.read_text()) if record.is_file() else []
+    record.write_text(json.dumps(sorted(set(before) | set(drawn))))
+    return drawn
+
+
+def sampled(name: str) -> set[str] | None:
+    """The mutants drawn by ``--sample`` for module ``name``, or None for a full run."""
+    record = workdir(name) / "sample.json"
+    return set(json.loads(record.read_text())) if record.is_file() else None
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> str:
@@ -312,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         total_killed += killed
         total += count
         pct = 100 * killed / count if count else float("nan")
-        untried = sum(1 for s in statuses(n).values() if s == "not checked")
-        note = f"  ({untried} not run: a sample; 95 % interval {wilson(killed, count)})" if untried else ""
+        drawn, everything = sampled(n), statuses(n)
+        note = (f"  (a random sample of {len(drawn)} of {len(everything)}; 95 % interval {wilson(killed, count)})"
+                if drawn is not None else "")
         print(f"{n:10s} {killed:4d}/{count:<4d} killed ({pct:5.1f} %)  not killed: {len(alive)}{note}", flush=True)
         if args.survivors:
             for m in alive:
