@@ -260,8 +260,10 @@ def _roll_angle(header) -> float:
     for key in ("CROTA2", "CROTA"):
         if key in header and header[key] is not None:
             return float(header[key])
-    if "PC1_1" in header and "PC2_1" in header:
-        return math.degrees(math.atan2(float(header["PC2_1"]), float(header["PC1_1"])))
+    # FITS takes a missing PC term as the identity's (astropy writes a half turn as
+    # PC1_1 = PC2_2 = -1 alone), so one term present is enough.
+    if "PC1_1" in header or "PC2_1" in header:
+        return math.degrees(math.atan2(float(header.get("PC2_1", 0.0)), float(header.get("PC1_1", 1.0))))
     return 0.0
 
 
@@ -312,8 +314,9 @@ def read_header(path: str | os.PathLike) -> dict:
         if fits_node is None:
             continue
         for node in fits_node:
-            if node.text is not None and node.tag not in ("HISTORY", "COMMENT"):
-                header[str(node.tag).upper()] = _header_value(node.text.strip())
+            key = str(node.tag).upper()
+            if node.text is not None and key not in ("HISTORY", "COMMENT"):
+                header[key] = _header_value(node.text.strip())
     return header
 
 
