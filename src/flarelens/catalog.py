@@ -50,6 +50,9 @@ from flarelens.errors import FlareLensError
 #: Peak flux (W/m²) of class 1.0 of each GOES letter.
 CLASS_BASE_FLUX = {"A": 1e-8, "B": 1e-7, "C": 1e-6, "M": 1e-5, "X": 1e-4}
 
+#: How catalogs spell an unknown position or region (compared in upper case), besides "".
+UNKNOWN_WORDS = ("UNK", "NAN", "NONE", "NA")
+
 logger = logging.getLogger(__name__)
 
 #: Column order of a normalised catalog.
@@ -99,7 +102,8 @@ def class_to_flux(goes_class: str) -> float:
 def normalise_class(goes_class: str) -> str:
     """Canonical spelling of a class with one decimal at least: ``" x1 "`` -> ``"X1.0"``."""
     letter, number = parse_class(goes_class)
-    text = f"{number:.1f}" if round(number, 1) == number else repr(number)
+    # Positional, never exponent notation: "A1e-05" would not parse back as a class.
+    text = f"{number:.1f}" if round(number, 1) == number else np.format_float_positional(number, trim="-")
     return f"{letter}{text}"
 
 
@@ -116,6 +120,11 @@ def flux_to_class(flux: float) -> str:
         if flux >= base * (1 - 1e-9):
             letter = name
     number = round(flux / CLASS_BASE_FLUX[letter], 1)
+    letters = list(CLASS_BASE_FLUX)
+    if number >= 10 and letter != letters[-1]:
+        # 9.96e-6 rounds to 10.0 of C: that is M1.0, the next letter's first step.
+        letter = letters[letters.index(letter) + 1]
+        number = round(flux / CLASS_BASE_FLUX[letter], 1)
     return f"{letter}{number:.1f}"
 
 
@@ -224,7 +233,12 @@ def read_catalog(path: str | os.PathLike | None = None, *, date_order: str | Non
     table["peak_flux"] = fluxes
     table["lon"] = _parse_degrees(lon, n, where, "longitude", 180.0)
     table["lat"] = _parse_degrees(lat, n, where, "latitude", 90.0)
-    table["noaa_ar"] = ar.str.strip().replace({"nan": "", "0": ""}) if ar is not None else ""
+    if ar is not None:
+        region = ar.str.strip()
+        # An unknown region ("NA", "UNK", 0, ...) must not group unrelated flares in repair_positions.
+        table["noaa_ar"] = region.where(~region.str.upper().isin((*UNKNOWN_WORDS, "0")), "")
+    else:
+        table["noaa_ar"] = ""
     table["pos_source"] = np.where(np.isfinite(table["lon"]) & np.isfinite(table["lat"]), "catalog", "none")
     table = table.sort_values("start", kind="stable").reset_index(drop=True)
     if repair:
@@ -363,7 +377,7 @@ def _parse_degrees(series: pd.Series | None, n: int, where: _Where, name: str, l
     if series is None:
         return np.full(n, np.nan)
     text = series.str.strip()
-    missing = text.eq("") | text.str.upper().isin(["UNK", "NAN", "NONE", "NA"])
+    missing = text.eq("") | text.str.upper().isin(UNKNOWN_WORDS)
     values = pd.to_numeric(text.where(~missing), errors="coerce")
     bad = (values.isna() & ~missing) | (values.abs() > limit)
     if bad.any():
@@ -388,7 +402,7 @@ def repair_positions(catalog: pd.DataFrame, max_lat: float = MAX_FLARE_LATITUDE)
     sane = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= max_lat)
     lon[~sane], lat[~sane] = np.nan, np.nan
     source = np.where(sane, "catalog", "none").astype(object)
-    ar = out["noaa_ar"].fillna("").astype(str).str.strip().to_numpy()
+    ar = np.array(["" if pd.isna(v) else str(v).strip() for v in out["noaa_ar"]], dtype=object)
     starts = out["start"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
     needy, donors = [], []
     for region in np.unique(ar[~sane & (ar != "")]):
