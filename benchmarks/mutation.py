@@ -62,6 +62,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
 
 # mutmut's exit-code classes, as `mutmut results` names them.
 KILLED = {"killed", "caught by type check", "timeout"}
+# ... and the exit codes mutmut stores for them (mutmut/stats.py).
+KILLED_CODES = {1, 3, 36, 37, -24}
 
 
 def module_tests(name: str) -> list[str]:
@@ -97,6 +99,52 @@ def prepare(name: str) -> Path:
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
     (work / "pyproject.toml").write_text(text.rstrip() + "\n\n[tool.mutmut]\n" + "\n".join(lines) + "\n")
     return work
+
+
+def previous_tests_unchanged(name: str) -> bool:
+    """Whether every test file of the module's last run is still the same (new files may be added).
+
+    mutmut forgets every verdict when the test selection changes, also when a test file is
+    only added. A mutant killed by files that are all still there, unchanged, is still killed
+    by them, so then the kills are kept (:func:`restore_kills`) instead of rerun for hours.
+    """
+    work = workdir(name)
+    toml = work / "pyproject.toml"
+    if not toml.is_file():
+        return False
+    before = tomllib.loads(toml.read_text())["tool"]["mutmut"]["pytest_add_cli_args_test_selection"]
+    return all((work / t).is_file() and (ROOT / t).is_file()
+               and (work / t).read_bytes() == (ROOT / t).read_bytes() for t in before)
+
+
+def _metas(name: str) -> list[Path]:
+    return sorted((workdir(name) / "mutants").rglob("*.meta"))
+
+
+def kills_to_keep(name: str, unchanged: bool) -> dict[str, int]:
+    """mutant -> exit code of the module's killed mutants, when its earlier tests are unchanged."""
+    if not unchanged:
+        return {}
+    codes = {}
+    for meta in _metas(name):
+        for key, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if code in KILLED_CODES:
+                codes[key] = code
+    return codes
+
+
+def restore_kills(name: str, kept: dict[str, int]) -> int:
+    """Put back the kept kills that mutmut reset to "not checked"; how many."""
+    restored = 0
+    for meta in _metas(name):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for key, code in kept.items():
+            if key in codes and codes[key] is None:
+                codes[key] = code
+                restored += 1
+        meta.write_text(json.dumps(data))
+    return restored
 
 
 def copy_if_changed(src: str, dst: str) -> None:
@@ -167,23 +215,27 @@ def score(name: str) -> tuple[int, int, list[str]]:
 
 
 def sample(name: str, n: int, seed: int) -> list[str]:
-    """``n`` mutant names of module ``name`` not yet run, drawn at random.
+    """Draw ``n`` of module ``name``'s mutants at random; return those of them not yet run.
 
-    On a first run mutmut is started once with a pattern that names no mutant: that
-    generates the mutants and maps tests to functions without testing any mutant.
+    The draw is from all the module's mutants, so that it is a simple random sample even
+    after mutmut has run some of them (it runs the fastest first). It is kept in
+    ``sample.json``: a later, smaller ``n`` keeps a random subset of it, a larger one adds
+    to it. On a first run mutmut is started once with a pattern that names no mutant:
+    that generates the mutants and maps tests to functions without testing any.
     """
     work = workdir(name)
     if not (work / "mutants").is_dir():
         mutmut(work, "run", "flarelens.no_such_function_*", capture=True)
-    untried = sorted(m for m, s in statuses(name).items() if s == "not checked")
+    st = statuses(name)
     rng = random.Random(seed)
-    drawn = rng.sample(untried, min(n, len(untried)))
-    # The score of a sampled module is computed over the drawn mutants only: mutmut runs
-    # the fastest first, so the others it may have run are no random sample.
-    record = work / "sample.json"
-    before = json.loads(record.read_text()) if record.is_file() else []
-    record.write_text(json.dumps(sorted(set(before) | set(drawn))))
-    return drawn
+    drawn = sorted(sampled(name) or [])
+    if n < len(drawn):
+        drawn = rng.sample(drawn, n)
+    elif n > len(drawn):
+        rest = sorted(set(st) - set(drawn))
+        drawn += rng.sample(rest, min(n - len(drawn), len(rest)))
+    (work / "sample.json").write_text(json.dumps(sorted(drawn)))
+    return [m for m in drawn if st.get(m) == "not checked"]
 
 
 def sampled(name: str) -> set[str] | None:
@@ -306,16 +358,24 @@ def main(argv: list[str] | None = None) -> int:
             if not module_tests(n):
                 print(f"{n}: no test file yet, skipped", file=sys.stderr)
                 continue
+            previous = previous_tests_unchanged(n)
             work = prepare(n)
             log = work / "run.log"
             print(f"== {n}: mutmut run (output in {log.relative_to(ROOT)})", flush=True)
             # mutmut keeps a verdict until the test selection or its settings change; --retest
             # names the mutants not killed so that an edited test file is tried on them again.
             again = score(n)[2] if args.retest and (work / "mutants").is_dir() else []
+            kept = kills_to_keep(n, previous)
             if args.sample:
                 again = sample(n, args.sample, args.seed)
+                if not again:  # mutmut without names would run every mutant
+                    print(f"{n}: every mutant of the sample has a verdict", flush=True)
+                    continue
             done = mutmut(work, "run", "--max-children", str(args.max_children), *again, capture=True)
             log.write_text(done.stdout + done.stderr)
+            if kept:
+                print(f"{n}: {restore_kills(n, kept)} earlier kills kept (their test files are unchanged; "
+                      "tests were only added)", flush=True)
             if done.returncode != 0:
                 print(f"{n}: mutmut failed (status {done.returncode}); the end of {log}:", file=sys.stderr)
                 print(readable(done.stdout + done.stderr)[-3000:], file=sys.stderr)
