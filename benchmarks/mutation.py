@@ -313,9 +313,11 @@ def survivors_markdown(names: list[str]) -> str:
     """Markdown list of every mutant not killed, with its class and its changed line."""
     out = []
     for n in names:
-        st = {m: s for m, s in statuses(n).items() if s != "not checked"}
-        alive = sorted(m for m, s in st.items() if s not in KILLED)
-        out.append(f"\n### {n}: {len(st) - len(alive)}/{len(st)} killed\n")
+        st = statuses(n)
+        killed, count, alive = score(n)  # for a sampled module: its random draw only
+        drawn = sampled(n)
+        where = f" (a random sample of {len(drawn)} of its {len(st)} mutants)" if drawn is not None else ""
+        out.append(f"\n### {n}: {killed}/{count} killed{where}\n")
         shown = diffs(n, alive)
         sources = [(ROOT / f).read_text() for f in MODULES[n][0]]
         for m in alive:
@@ -379,23 +381,33 @@ def main(argv: list[str] | None = None) -> int:
             if done.returncode != 0:
                 print(f"{n}: mutmut failed (status {done.returncode}); the end of {log}:", file=sys.stderr)
                 print(readable(done.stdout + done.stderr)[-3000:], file=sys.stderr)
-    total_killed = total = 0
+    # Over the whole core: a sampled module counts with all its mutants, at its sample's rate.
+    total_killed = total = 0.0
+    any_sampled = False
     for n in names:
         if not (workdir(n) / "mutants").is_dir():
             continue
         killed, count, alive = score(n)
-        total_killed += killed
-        total += count
         pct = 100 * killed / count if count else float("nan")
         drawn, everything = sampled(n), statuses(n)
-        note = (f"  (a random sample of {len(drawn)} of {len(everything)}; 95 % interval {wilson(killed, count)})"
-                if drawn is not None else "")
+        note = ""
+        if drawn is not None:
+            any_sampled = True
+            note = f"  (a random sample of {len(drawn)} of {len(everything)}; 95 % interval {wilson(killed, count)})"
+            if count:
+                total_killed += killed / count * len(everything)
+                total += len(everything)
+        else:
+            total_killed += killed
+            total += count
         print(f"{n:10s} {killed:4d}/{count:<4d} killed ({pct:5.1f} %)  not killed: {len(alive)}{note}", flush=True)
         if args.survivors:
             for m in alive:
                 print(mutmut(workdir(n), "show", m, capture=True).stdout)
     if total:
-        print(f"{'total':10s} {total_killed:4d}/{total:<4d} killed ({100 * total_killed / total:5.1f} %)")
+        label = "total (est.)" if any_sampled else "total"
+        print(f"{label:10s} {total_killed:4.0f}/{total:<4.0f} killed ({100 * total_killed / total:5.1f} %)"
+              + ("  sampled modules counted at their sample's rate" if any_sampled else ""))
     return 0
 
 
