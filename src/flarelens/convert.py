@@ -24,7 +24,7 @@ import numpy as np
 
 from flarelens.errors import FlareLensError
 from flarelens.fileio import atomic_path
-from flarelens.images import IMAGE_EXTENSIONS, disk_geometry, is_fits, jp2_reduction, load, read_header, zero_off_disk
+from flarelens.images import FITS_EXTENSIONS, IMAGE_EXTENSIONS, disk_geometry, is_fits, jp2_reduction, load, read_header, zero_off_disk
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ _OVERSAMPLING = {"reduced": 2, "coarsest": 1, "full": None}
 #: 1). PNG is lossless.
 JPEG_QUALITY = 95
 
-_SOURCE_EXTENSIONS = tuple(dict.fromkeys(IMAGE_EXTENSIONS + (".jp2", ".fits", ".fits.gz", ".fts", ".fit")))
+# The FITS names come from images, which reads them: a name missing here left ".fits.fz" in the output name.
+_SOURCE_EXTENSIONS = tuple(dict.fromkeys(IMAGE_EXTENSIONS + (".jp2",) + FITS_EXTENSIONS))
 
 
 @dataclass

@@ -24,7 +24,8 @@ IMAGE_EXTENSIONS = (".jpg", ".png", ".jp2", ".fits", ".jpeg")
 CLIP_GAUSS = 250.0
 
 _PIL_EXTENSIONS = (".jpg", ".jpeg", ".png", ".jp2", ".j2k", ".jpx")
-_FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")
+#: Names of FITS files, plain or compressed (convert reads them all).
+FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")
 
 _NAME_RE = re.compile(r"HMI\.m(\d{4})\.(\d{2})\.(\d{2})_(\d{2})\.(\d{2})\.(\d{2})")
 
@@ -63,7 +64,7 @@ def parse_image_time(path: str | os.PathLike) -> pd.Timestamp:
 
 def is_fits(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a FITS file (``.fits``, ``.fit``, ``.fts``, ``.fits.gz``, ``.fits.fz``)."""
-    return str(path).lower().endswith(_FITS_EXTENSIONS)
+    return str(path).lower().endswith(FITS_EXTENSIONS)
 
 
 def load(path: str | os.PathLike, *, reduce: int = 0, allow_any_fits: bool = False) -> np.ndarray:
@@ -91,7 +92,7 @@ def load(path: str | os.PathLike, *, reduce: int = 0, allow_any_fits: bool = Fal
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     name = path.name.lower()
-    if name.endswith(_FITS_EXTENSIONS):
+    if name.endswith(FITS_EXTENSIONS):
         data, header = _read_fits(path)
         if not allow_any_fits:
             check_magnetogram_header(header, path)
