@@ -170,3 +170,26 @@ def test_great_circle_of_antipodes_is_180_not_nan():
     d = geometry.great_circle(lon, lat, lon + 180.0, -lat)
     assert np.isfinite(d).all()
     np.testing.assert_allclose(d, 180.0, atol=1e-5)
+
+
+def test_carrington_longitudes_wrap_into_0_to_360_all_round_the_sun():
+    # Stonyhurst longitudes all round the Sun: whatever L0 is, some sums pass 360 or fall
+    # below 0 and must wrap by exactly 360 degrees (sunpy's Carrington frame, taken mod 360).
+    lon = np.linspace(-180.0, 179.0, 37)
+    carr = geometry.carrington_lon(lon, T)
+    c = SkyCoord(lon * u.deg, np.zeros(lon.size) * u.deg, frame=frames.HeliographicStonyhurst, obstime=T.to_pydatetime())
+    expected = c.transform_to(frames.HeliographicCarrington(observer="earth", obstime=T.to_pydatetime())).lon.to_value(u.deg)
+    np.testing.assert_allclose(carr, expected % 360.0, atol=1e-3)
+    assert ((0 <= carr) & (carr < 360)).all()
+
+
+def test_one_time_of_a_many_times_ephemeris_is_that_times_ephemeris():
+    # simulate's workers receive eph.at(k) for the k-th image: it must be that time's values.
+    times = pd.DatetimeIndex(["2011-02-15 01:00", "2014-10-24 21:00", "2017-09-06 12:00"], tz="UTC")
+    many = geometry.ephemeris(times)
+    for k in range(3):
+        one = geometry.ephemeris(times[k:k + 1])
+        got = many.at(k)
+        assert got.astuple() == pytest.approx(tuple(float(np.ravel(v)[0]) for v in one.astuple()), rel=1e-12)
+        assert all(isinstance(v, float) for v in got.astuple())
+    assert many.at(0).b0 != many.at(1).b0
