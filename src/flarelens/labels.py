@@ -379,11 +379,14 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
 def file_lines(path: str | os.PathLike) -> np.ndarray:
     """The line of the file (1-based, header = line 1, blank lines counted) of each data row
     of a CSV as pandas reads it (blank lines skipped), so messages can point at the file."""
-    lines, previous = [], 0
+    lines, previous, header = [], 0, False
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
-        for k, record in enumerate(reader):
+        for record in reader:
             first, previous = previous + 1, reader.line_num
-            if k and any(cell.strip() for cell in record):
+            if not any(cell.strip() for cell in record):
+                continue
+            if header:
                 lines.append(first)
+            header = True  # pandas takes the first non-blank line as the header
     return np.asarray(lines, dtype=np.int64)
