@@ -102,7 +102,8 @@ def prepare(name: str) -> Path:
 
 
 def previous_tests_unchanged(name: str) -> bool:
-    """Whether every test file of the module's last run is still the same (new files may be added).
+    """Whether every test file of the module's last run is still there, unchanged or only
+    appended to (new files may be added).
 
     mutmut forgets every verdict when the test selection changes, also when a test file is
     only added. A mutant killed by files that are all still there, unchanged, is still killed
@@ -113,8 +114,9 @@ def previous_tests_unchanged(name: str) -> bool:
     if not toml.is_file():
         return False
     before = tomllib.loads(toml.read_text())["tool"]["mutmut"]["pytest_add_cli_args_test_selection"]
+    # Appending tests keeps every earlier test as it was, so the file may have grown at its end.
     return all((work / t).is_file() and (ROOT / t).is_file()
-               and (work / t).read_bytes() == (ROOT / t).read_bytes() for t in before)
+               and (ROOT / t).read_bytes().startswith((work / t).read_bytes()) for t in before)
 
 
 def _metas(name: str) -> list[Path]:

@@ -394,3 +394,12 @@ def test_pc_matrix_of_a_half_turn_without_off_diagonal_terms_is_a_half_turn():
     data = _blob()
     np.testing.assert_array_equal(images.north_up(data, {"PC1_1": -1.0, "PC2_2": -1.0}),
                                   images.north_up(data, {"CROTA2": 180.0}))
+
+
+def test_pc_matrix_with_only_the_off_diagonal_term_takes_pc1_1_as_one():
+    # FITS: a missing diagonal PC term is 1. PC2_1 = tan(20 deg) alone is then a 20-degree
+    # roll (atan2(PC2_1, 1)), the same as CROTA2 = 20 — not "no roll".
+    data = _blob()
+    np.testing.assert_array_equal(images.north_up(data, {"PC2_1": math.tan(math.radians(20.0))}),
+                                  images.north_up(data, {"CROTA2": 20.0}))
+    assert not np.array_equal(images.north_up(data, {"CROTA2": 20.0}), images.north_up(data, {}))
