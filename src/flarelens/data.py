@@ -345,7 +345,9 @@ class MagnetogramDataset(Dataset):
     def load_rows(self, rows: Sequence[int]) -> torch.Tensor:
         """The (B, 1, S, S) uint8 images of labels rows ``rows`` (CPU), resized, not augmented."""
         if self._device_images is not None:
-            return self._device_images[torch.as_tensor(rows, dtype=torch.int64).to(self._device_images.device)].cpu()
+            # The device copy holds each distinct pack row once: map labels rows to its rows.
+            held = self._pack_rows[np.asarray(list(rows), dtype=np.int64)]
+            return self._device_images[torch.as_tensor(held).to(self._device_images.device)].cpu()
         return torch.stack(self._row_images(rows)) if len(rows) else torch.empty(0, 1, 0, 0, dtype=torch.uint8)
 
     def _row_images(self, rows: Sequence[int]) -> list[torch.Tensor]:
