@@ -193,3 +193,20 @@ def test_one_time_of_a_many_times_ephemeris_is_that_times_ephemeris():
         assert got.astuple() == pytest.approx(tuple(float(np.ravel(v)[0]) for v in one.astuple()), rel=1e-12)
         assert all(isinstance(v, float) for v in got.astuple())
     assert many.at(0).b0 != many.at(1).b0
+
+
+def test_visible_of_one_flare_is_a_python_bool_of_its_side():
+    # Scalars in, a bool out — True for a flare at disk centre an hour before its image,
+    # False for one 120 degrees behind the west limb.
+    front = geometry.visible(0.0, 0.0, "2014-10-24 21:00", "2014-10-24 22:00")
+    back = geometry.visible(120.0, 0.0, "2014-10-24 21:00", "2014-10-24 22:00")
+    assert front is True and back is False
+
+
+def test_rotation_rate_keeps_the_shape_of_its_latitudes():
+    # A (2, 2) grid of latitudes gives a (2, 2) grid of rates, each the rate of its latitude.
+    lat = np.array([[0.0, 30.0], [-30.0, 60.0]])
+    rates = geometry.rotation_rate(lat)
+    assert rates.shape == (2, 2)
+    np.testing.assert_allclose(rates.ravel(), [float(geometry.rotation_rate(v)) for v in lat.ravel()])
+    assert rates[0, 0] > rates[0, 1] > rates[1, 1] and rates[0, 1] == pytest.approx(rates[1, 0])
