@@ -49,8 +49,11 @@ def _run(cmd, env):
     "none",
     pytest.param("study", marks=pytest.mark.xfail(
         reason="open: with the study augmentation the 2-process run drifts from the 1-process one "
-               "(~1.5 % in loss by epoch 4, weights up to 3e-3) since rotations use rotate_nearest; "
-               "the items are identical either way (checked), the cause is not yet found", strict=False)),
+               "(~1.5 % in loss by epoch 4, weights up to 3e-3). Checked 2026-11-26: every batch holds the same "
+               "items (pixels, targets, weights) and the per-item losses are equal to the last digit through "
+               "step 7, yet that step's gradient differs by ~0.6 %: forward equal, backward not. Likely the "
+               "max-pool backward sending a tied maximum's gradient to another position for a batch of 4 "
+               "than of 8 (a kernel choice, not a data error); not yet proven", strict=False)),
 ])
 def test_two_gloo_processes_give_the_metrics_of_one(toy_dataset, tmp_path, augment):
     root, labels, _ = toy_dataset
