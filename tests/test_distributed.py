@@ -51,9 +51,10 @@ def _run(cmd, env):
         reason="open: with the study augmentation the 2-process run drifts from the 1-process one "
                "(~1.5 % in loss by epoch 4, weights up to 3e-3). Checked 2026-11-26: every batch holds the same "
                "items (pixels, targets, weights) and the per-item losses are equal to the last digit through "
-               "step 7, yet that step's gradient differs by ~0.6 %: forward equal, backward not. Likely the "
-               "max-pool backward sending a tied maximum's gradient to another position for a batch of 4 "
-               "than of 8 (a kernel choice, not a data error); not yet proven", strict=False)),
+               "step 7, yet that step's averaged gradient differs by ~0.6 %. Recomputed in one process from "
+               "the saved parameters and batches, 8 images and the two ranks' 4+4 give the same gradient "
+               "(3e-6), so neither the data nor max-pool ties explain it: the difference arises in the DDP "
+               "step itself; cause still open", strict=False)),
 ])
 def test_two_gloo_processes_give_the_metrics_of_one(toy_dataset, tmp_path, augment):
     root, labels, _ = toy_dataset
