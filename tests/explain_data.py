@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -150,3 +151,20 @@ def predictions_of(model, labels: pd.DataFrame, root) -> pd.DataFrame:
     pred = labels.copy()
     pred.insert(2, "flare_prob", probs)
     return pred
+
+
+class AwkwardNet(nn.Module):
+    """What breaks DeepLift: a functional ReLU in forward and one ReLU module called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = self.act(self.conv2(x))
+        x = self.act(F.avg_pool2d(x, 2) - 0.1)
+        return self.head(x.mean(dim=(2, 3)))

@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from explain_data import AwkwardNet
 from flarelens.errors import FlareLensError
 from flarelens.explain.attributions import (
     METHODS, NEUTRAL, Attributor, audit_model, ig_baseline, prepare_model,
@@ -34,23 +34,6 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
-
-
-class AwkwardNet(nn.Module):
-    """What breaks DeepLift: a functional ReLU in forward and one ReLU module called twice."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.act = nn.ReLU()
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x):
-        x = F.relu(self.conv1(x))
-        x = self.act(self.conv2(x))
-        x = self.act(F.avg_pool2d(x, 2) - 0.1)
-        return self.head(x.mean(dim=(2, 3)))
 
 
 def _model(cls=TinyNet, seed=0, **kw):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explain_data import AwkwardNet
 from flarelens.errors import FlareLensError
 from flarelens.explain import scores
 from flarelens.explain.attributions import NEUTRAL, Attributor, ig_baseline
@@ -305,25 +306,8 @@ def test_a_model_without_parameters_is_explained():
     np.testing.assert_allclose(attributor.flare_probability(x), torch.sigmoid(40 * mean_pos).numpy(), rtol=1e-6)
 
 
-class FunctionalNet(nn.Module):
-    """ReLUs as functions and one ReLU module used twice (what torch.fx rewriting is for)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.act = nn.ReLU()
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x):
-        x = F.relu(self.conv1(x))
-        x = self.act(self.conv2(x))
-        x = self.act(F.avg_pool2d(x, 2) - 0.1)
-        return self.head(x.mean(dim=(2, 3)))
-
-
 class ModuleNet(nn.Module):
-    """FunctionalNet with a ReLU module of its own at every use: the same function."""
+    """AwkwardNet with a ReLU module of its own at every use: the same function."""
 
     def __init__(self):
         super().__init__()
@@ -343,7 +327,7 @@ def test_guided_gradcam_treats_functional_relus_like_relu_modules():
     # Guided Backprop hooks ReLU modules only: the model copy Grad-CAM uses must have its
     # functional ReLUs rewritten, so both spellings of one network give the same map.
     torch.manual_seed(3)
-    functional = FunctionalNet().eval()
+    functional = AwkwardNet().eval()
     modules = ModuleNet().eval()
     modules.load_state_dict(functional.state_dict())
     x = _images(2, size=16, seed=11)

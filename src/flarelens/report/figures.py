@@ -34,16 +34,20 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height))
 
 
-def _legend_below(fig, axes) -> None:
-    """One legend for all panels, under them, with each label once."""
-    handles, labels = {}, []
+def _legend_entries(axes) -> tuple[list, list[str]]:
+    """(handles, labels) of all panels' legend entries, each label once, in first-seen order."""
+    handles: dict = {}
     for ax in np.ravel(axes):
         for h, label in zip(*ax.get_legend_handles_labels()):
-            if label not in handles:
-                handles[label] = h
-                labels.append(label)
+            handles.setdefault(label, h)
+    return list(handles.values()), list(handles)
+
+
+def _legend_below(fig, axes) -> None:
+    """One legend for all panels, under them, with each label once."""
+    handles, labels = _legend_entries(axes)
     if labels:
-        fig.legend([handles[lbl] for lbl in labels], labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=min(len(labels), 4), fontsize=8, frameon=False)
 
 
@@ -168,14 +172,9 @@ def training_figure(runs: Sequence[dict], per_row: int = 4):
         for r in range(len(rows_kinds)):
             axes[block * len(rows_kinds) + r, col].set_visible(False)
     fig.tight_layout()
-    handles, labels = {}, []
-    for ax in axes.ravel():
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            if label not in handles:
-                handles[label] = h
-                labels.append(label)
+    handles, labels = _legend_entries(axes)
     if labels:
-        fig.legend([handles[lbl] for lbl in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+        fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0),
                    ncol=len(labels), fontsize=8, frameon=False)
     return fig
 
