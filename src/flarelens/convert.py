@@ -24,7 +24,7 @@ import numpy as np
 
 from flarelens.errors import FlareLensError
 from flarelens.fileio import atomic_path
-from flarelens.images import FITS_EXTENSIONS, IMAGE_EXTENSIONS, disk_geometry, is_fits, jp2_reduction, load, read_header, zero_off_disk
+from flarelens.images import FITS_EXTENSIONS, IMAGE_EXTENSIONS, disk_geometry, jp2_reduction, load, read_header, zero_off_disk
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def find_sources(src_root) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(src_root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
-            if not name.startswith(".") and (name.lower().endswith(_SOURCE_EXTENSIONS) or is_fits(name)):
+            if not name.startswith(".") and name.lower().endswith(_SOURCE_EXTENSIONS):
                 found.append(Path(dirpath) / name)
     return sorted(found)
 
