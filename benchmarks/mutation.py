@@ -205,10 +205,12 @@ def statuses(name: str) -> dict[str, str]:
     return result
 
 
-def score(name: str) -> tuple[int, int, list[str]]:
-    """(killed, total, names of mutants not killed) from the cached results; mutants not run
-    (after ``--sample``) count in neither."""
-    st = {m: s for m, s in statuses(name).items() if s != "not checked"}
+def score(name: str, everything: dict[str, str] | None = None) -> tuple[int, int, list[str]]:
+    """(killed, total, names of mutants not killed) from the cached results (``everything``:
+    :func:`statuses` when the caller has it already); mutants not run (after ``--sample``)
+    count in neither."""
+    everything = statuses(name) if everything is None else everything
+    st = {m: s for m, s in everything.items() if s != "not checked"}
     drawn = sampled(name)
     if drawn is not None:
         st = {m: s for m, s in st.items() if m in drawn}
@@ -316,7 +318,7 @@ def survivors_markdown(names: list[str]) -> str:
     out = []
     for n in names:
         st = statuses(n)
-        killed, count, alive = score(n)  # for a sampled module: its random draw only
+        killed, count, alive = score(n, st)  # for a sampled module: its random draw only
         drawn = sampled(n)
         where = f" (a random sample of {len(drawn)} of its {len(st)} mutants)" if drawn is not None else ""
         out.append(f"\n### {n}: {killed}/{count} killed{where}\n")
@@ -389,9 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         if not (workdir(n) / "mutants").is_dir():
             continue
-        killed, count, alive = score(n)
+        everything = statuses(n)
+        killed, count, alive = score(n, everything)
         pct = 100 * killed / count if count else float("nan")
-        drawn, everything = sampled(n), statuses(n)
+        drawn = sampled(n)
         note = ""
         if drawn is not None:
             any_sampled = True
